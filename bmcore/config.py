@@ -1,0 +1,70 @@
+"""The one settings object.
+
+Every value comes from the environment (prefix ``BMSEG_``) or a ``.env`` file in the working directory.
+Defaults are embedded and local: SQLite and a local MLflow store under ``data_dir``, Redis on localhost.
+Outside development (``BMSEG_ENV=production``) a default secret key is refused with a message that
+names the variable to set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "dev-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BMSEG_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("bmseg-data")
+    database_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mlflow_tracking_uri: str = ""
+    mlflow_artifact_root: str = ""
+    secret_key: str = DEFAULT_SECRET
+    # Input limits, checked before any voxel data is read.
+    max_voxels: int = 400 * 400 * 400
+    max_upload_bytes: int = 512 * 1024 * 1024
+    # Longest job we expect (seconds); the Redis visibility timeout is set above it.
+    max_job_seconds: int = 48 * 3600
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_refuse_unsafe(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'bmseg.db'}"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        if not self.mlflow_artifact_root:
+            self.mlflow_artifact_root = str(self.data_dir / "mlartifacts")
+        if self.env == "production" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError(
+                "BMSEG_SECRET_KEY is unset: production mode refuses the default secret key; "
+                "set BMSEG_SECRET_KEY to a long random string"
+            )
+        return self
+
+    @property
+    def cache_dir(self) -> Path:
+        """Preprocessed studies, memory-mapped, keyed by content hash."""
+        return self.data_dir / "cache"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing the env."""
+    return Settings()

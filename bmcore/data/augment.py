@@ -1,0 +1,46 @@
+"""On-the-fly 2D augmentation of one slice: pure functions of (image, label, rng).
+
+Images are ``(C, S, S)`` float32 (z-scored), labels ``(S, S)`` uint8. Geometry changes act on both;
+intensity changes on the image only, per channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+MAX_ROTATION_DEG = 10.0
+
+
+def flip(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left–right mirror (the first in-plane axis is left→right in canonical orientation)."""
+    return image[:, ::-1, :], label[::-1, :]
+
+
+def rotate(image: np.ndarray, label: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """Small in-plane rotation: bilinear for the image, nearest for the label."""
+    image = ndimage.rotate(image, degrees, axes=(1, 2), reshape=False, order=1, mode="constant")
+    label = ndimage.rotate(label, degrees, axes=(0, 1), reshape=False, order=0, mode="constant")
+    return image, label
+
+
+def scale_shift(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    return image * scale[:, None, None] + shift[:, None, None]
+
+
+def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+
+
+def augment_slice(image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+    """Random flip (p 0.5), rotation ±10° (p 0.3), intensity scale/shift (p 0.5), noise (p 0.2)."""
+    if rng.random() < 0.5:
+        image, label = flip(image, label)
+    if rng.random() < 0.3:
+        image, label = rotate(image, label, rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
+    if rng.random() < 0.5:
+        channels = image.shape[0]
+        image = scale_shift(image, rng.uniform(0.9, 1.1, channels), rng.uniform(-0.1, 0.1, channels))
+    if rng.random() < 0.2:
+        image = add_noise(image, 0.05, rng)
+    return image.astype(np.float32, copy=False), label

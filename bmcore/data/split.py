@@ -1,0 +1,66 @@
+"""Patient-level splits: all visits of one patient on one side, seeded, saved with the run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_RATIOS = (0.67, 0.20, 0.13)
+SIDES = ("train", "val", "test")
+
+
+def split_patients(patient_ids: Sequence[str], ratios=DEFAULT_RATIOS, seed: int = 0) -> dict[str, list[str]]:
+    """Shuffle unique patients with ``seed`` and cut them 67 / 20 / 13.
+
+    With three or more patients every side gets at least one, so a small cohort still has a test set.
+    """
+    if not np.isclose(sum(ratios), 1.0) or any(r < 0 for r in ratios):
+        raise ValueError(f"split ratios {ratios} must be non-negative and sum to 1")
+    patients = sorted(set(patient_ids))
+    if not patients:
+        raise ValueError("no patients to split")
+    order = [patients[i] for i in np.random.default_rng(seed).permutation(len(patients))]
+    n = len(order)
+    n_val = round(ratios[1] * n)
+    n_test = round(ratios[2] * n)
+    if n >= 3:
+        n_val, n_test = max(1, n_val), max(1, n_test)
+    n_train = n - n_val - n_test
+    return {
+        "train": sorted(order[:n_train]),
+        "val": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+
+
+def split_studies(studies, ratios=DEFAULT_RATIOS, seed: int = 0) -> dict:
+    """Split :class:`bmcore.io.StudyRef` objects by patient; returns patients and study ids per side."""
+    patients = split_patients([s.patient_id for s in studies], ratios, seed)
+    side_of = {p: side for side, ps in patients.items() for p in ps}
+    study_ids = {side: [] for side in SIDES}
+    for study in studies:
+        study_ids[side_of[study.patient_id]].append(study.study_id)
+    return {"seed": seed, "ratios": list(ratios), "patients": patients, "studies": study_ids}
+
+
+def kfold_patients(patient_ids: Sequence[str], folds: int, seed: int = 0) -> list[list[str]]:
+    """``folds`` disjoint patient groups of near-equal size (for cross-validation)."""
+    patients = sorted(set(patient_ids))
+    if folds < 2 or folds > len(patients):
+        raise ValueError(f"cannot make {folds} folds from {len(patients)} patients")
+    order = [patients[i] for i in np.random.default_rng(seed).permutation(len(patients))]
+    return [sorted(order[i::folds]) for i in range(folds)]
+
+
+def save_split(split: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(split, indent=1))
+    return path
+
+
+def load_split(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,147 @@
+"""One training run end to end: find studies, split by patient, cache, build parts, fit, validate.
+
+Used alike by ``bmseg train``, ``bmseg compare`` and the worker's train task, so all three split,
+preprocess and score the same way. The validation studies are also scored on whole volumes in native
+geometry after training (lesion-wise Dice decides the registry's ``champion``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bmcore import io
+from bmcore.config import get_settings
+from bmcore.data.dataset import CachedCase, prepare_case
+from bmcore.data.split import save_split, split_studies
+from bmcore.evaluation import evaluate_studies
+from bmcore.inference import load_predictor
+from bmcore.train import EpochCallback, TrainConfig, build_training_parts, fit
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class PreparedData:
+    refs: list[io.StudyRef]
+    split: dict
+    train_cases: list[CachedCase]
+    val_cases: list[CachedCase]
+    test_refs: list[io.StudyRef] = field(default_factory=list)
+    val_refs: list[io.StudyRef] = field(default_factory=list)
+
+
+def prepare_data(
+    data_dir: str | Path,
+    config: TrainConfig,
+    split_seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    split: dict | None = None,
+) -> PreparedData:
+    """Patient-level split and cached training/validation studies (test studies stay untouched)."""
+    refs = io.find_studies(data_dir)
+    labelled = [r for r in refs if r.label is not None]
+    if len(labelled) < 2:
+        raise ValueError(f"{data_dir}: training needs at least 2 labelled studies, found {len(labelled)}")
+    split = split or split_studies(labelled, seed=split_seed)
+    by_id = {r.study_id: r for r in labelled}
+    cache_dir = cache_dir or get_settings().cache_dir
+    sides = {side: [by_id[s] for s in split["studies"][side]] for side in ("train", "val", "test")}
+    to_cache = sides["train"] + sides["val"]
+    cases: dict[str, CachedCase] = {}
+    for index, ref in enumerate(to_cache):
+        cases[ref.study_id] = prepare_case(ref, cache_dir, config.modalities, config.size)
+        if progress:
+            progress((index + 1) / len(to_cache), f"preprocessed {ref.study_id}")
+    return PreparedData(
+        refs,
+        split,
+        [cases[r.study_id] for r in sides["train"]],
+        [cases[r.study_id] for r in sides["val"]],
+        sides["test"],
+        sides["val"],
+    )
+
+
+@dataclass
+class RunOutcome:
+    config: TrainConfig
+    out_dir: Path
+    best_checkpoint: Path
+    history: list[dict]
+    split: dict
+    best_epoch: int
+    stopped_early: bool
+    validation: dict | None
+
+
+def train_run(
+    data_dir: str | Path,
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    callbacks: list[EpochCallback] = (),
+    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    split_seed: int = 0,
+    show_progress: bool = True,
+    prepared: PreparedData | None = None,
+) -> RunOutcome:
+    """Train ``config.arch`` on ``data_dir``; saves the split and checkpoints in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepared or prepare_data(
+        data_dir, config, split_seed, progress=(lambda f, m: progress(0.1 * f, m)) if progress else None
+    )
+    save_split(prepared.split, out_dir / "split.json")
+    parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)
+
+    def on_batch(epoch: int, index: int, total: int) -> None:
+        if progress and (index == total or index % 10 == 0):
+            done = (epoch - 1 + index / total) / config.epochs
+            progress(0.1 + 0.8 * done, f"epoch {epoch}/{config.epochs}, batch {index}/{total}")
+
+    result = fit(
+        parts,
+        config,
+        out_dir,
+        callbacks=list(callbacks),
+        resume=resume,
+        should_stop=should_stop,
+        progress=show_progress,
+        on_batch=on_batch,
+    )
+    validation = None
+    if prepared.val_refs:
+        if progress:
+            progress(0.9, "scoring validation studies")
+        predictor = load_predictor(result.best_checkpoint, device=config.device)
+        validation = evaluate_studies(predictor, prepared.val_refs, should_stop=should_stop)
+    return RunOutcome(
+        config,
+        out_dir,
+        result.best_checkpoint,
+        result.history,
+        prepared.split,
+        result.best_epoch,
+        result.stopped_early,
+        validation,
+    )
+
+
+def validation_key_metrics(outcome: RunOutcome) -> dict:
+    """The figures the registry compares versions on (``val_lesion_dice`` picks the champion)."""
+    figures = {"best_epoch": outcome.best_epoch}
+    best = next((h for h in outcome.history if h["epoch"] == outcome.best_epoch), outcome.history[-1])
+    for key in ("val_loss", "val_paper_accuracy", "val_paper_mean_dice", "val_paper_mean_iou"):
+        if key in best:
+            figures[key] = best[key]
+    if outcome.validation:
+        summary = outcome.validation["summary"]
+        figures["val_lesion_dice"] = summary.get("lesion_dice_TC")
+        figures["val_dice_ET"] = summary.get("dice_ET")
+        figures["val_dice_TC"] = summary.get("dice_TC")
+        figures["val_dice_WT"] = summary.get("dice_WT")
+    return figures

@@ -1,0 +1,195 @@
+"""What a worker does with a job id: claim the row, run bmcore, write progress, result and status.
+
+The job row is the truth (DESIGN.md §6): each step re-reads it, so a task delivered twice finds the job
+finished and does nothing, and a redelivered training job resumes from its ``last.pt`` and its MLflow
+run. Cancellation is cooperative: ``should_stop`` reads the row's ``cancel_requested`` flag (at most once
+a second) between batches. Errors are recorded as one readable line, the traceback as a log event.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bmcore import jobs
+from bmcore.config import get_settings
+from bmcore.db import Study, session_scope
+
+CANCELLED = ("TrainingCancelled", "InferenceCancelled")
+
+
+class Throttle:
+    """Call ``function`` at most once per ``seconds`` (the last value always gets through on ``flush``)."""
+
+    def __init__(self, function: Callable, seconds: float = 1.0):
+        self.function, self.seconds, self.last = function, seconds, 0.0
+
+    def __call__(self, *args, force: bool = False):
+        now = time.monotonic()
+        if force or now - self.last >= self.seconds:
+            self.last = now
+            return self.function(*args)
+        return None
+
+
+def job_dir(job_id: str) -> Path:
+    return get_settings().results_dir / "jobs" / job_id
+
+
+def run_job(job_id: str, worker_host: str | None = None) -> str | None:
+    """Run one job to its end; returns its final status (None when there was nothing to run)."""
+    worker_host = worker_host or socket.gethostname()
+    with session_scope() as session:
+        job = jobs.claim_job(session, job_id, worker_host)
+        if job is None:
+            return None
+        job_type, params, run_id, study_id = job.type, dict(job.params), job.mlflow_run_id, job.study_id
+
+    def report(fraction: float, message: str) -> None:
+        with session_scope() as session:
+            jobs.update_progress(session, job_id, fraction, message)
+
+    def cancelled() -> bool:
+        with session_scope() as session:
+            return jobs.is_cancel_requested(session, job_id)
+
+    cancel_check = Throttle(cancelled, 1.0)
+    progress = Throttle(report, 1.0)
+    try:
+        runner = RUNNERS[job_type]
+        metrics, artifacts = runner(job_id, params, run_id, study_id, progress, lambda: bool(cancel_check()))
+        with session_scope() as session:
+            jobs.record_result(session, job_id, metrics, artifacts)
+            jobs.finish_job(session, job_id, "succeeded")
+        return "succeeded"
+    except Exception as exc:  # the job fails, the worker lives on
+        if type(exc).__name__ in CANCELLED:
+            with session_scope() as session:
+                jobs.finish_job(session, job_id, "cancelled", None)
+            return "cancelled"
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        with session_scope() as session:
+            jobs.log_event(session, job_id, traceback.format_exc()[-4000:], level="debug")
+            jobs.finish_job(session, job_id, "failed", message)
+        return "failed"
+
+
+def _remember_run(job_id: str) -> Callable[[str], None]:
+    def remember(run_id: str) -> None:
+        with session_scope() as session:
+            job = jobs.get_job(session, job_id)
+            job.mlflow_run_id = run_id
+            session.commit()
+
+    return remember
+
+
+def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress, should_stop):
+    from bmcore.run_config import TrainConfig
+    from bmcore.runs import tracked_train
+
+    params = dict(params)
+    data = params.pop("data")
+    split_seed = int(params.pop("split_seed", params.get("seed", 0)))
+    params.setdefault("num_workers", 0)
+    config = TrainConfig.from_dict(params)
+    summary = tracked_train(
+        data,
+        config,
+        job_dir(job_id),
+        resume=True,
+        run_id=run_id,
+        run_name=f"job-{job_id[:8]}-{config.arch}",
+        tags={"bmseg.job_id": job_id},
+        split_seed=split_seed,
+        should_stop=should_stop,
+        progress=progress,
+        on_run=_remember_run(job_id),
+        show_progress=False,
+    )
+    metrics = dict(summary["metrics"]) | {
+        "registered": summary["registered"],
+        "run_id": summary["run_id"],
+        "epochs_run": summary["epochs_run"],
+    }
+    artifacts = {
+        "checkpoint": summary["checkpoint"],
+        "curves": summary["curves"],
+        "split": str(Path(summary["out_dir"]) / "split.json"),
+        "history": str(Path(summary["out_dir"]) / "history.json"),
+    }
+    return metrics, artifacts
+
+
+def _study_refs(params: dict, study_id: int | None):
+    from bmcore import io
+
+    if study_id is not None:
+        with session_scope() as session:
+            study = session.get(Study, study_id)
+            if study is None:
+                raise LookupError(f"unknown study id: {study_id}")
+            directory = study.directory
+        return io.find_studies(directory)
+    if "study_dir" in params:
+        return io.find_studies(params["study_dir"])
+    return io.find_studies(params["data"])
+
+
+def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_stop):
+    from bmcore.inference import load_predictor, segment_study
+
+    refs = _study_refs(params, study_id)
+    predictor = load_predictor(params.get("model", "models:/bmseg-unet@champion"))
+    out = job_dir(job_id)
+    metrics, artifacts = {"model": params.get("model", "models:/bmseg-unet@champion"), "studies": {}}, {}
+    for index, ref in enumerate(refs):
+
+        def on_batch(i, n, index=index, name=ref.study_id):
+            progress((index + i / n) / len(refs), f"{name}: slice batch {i}/{n}")
+
+        result = segment_study(
+            predictor,
+            ref,
+            out,
+            tta=bool(params.get("tta", False)),
+            on_batch=on_batch,
+            should_stop=should_stop,
+        )
+        metrics["studies"][ref.study_id] = {"lesions": result.lesions, "label_voxels": result.label_voxels}
+        artifacts[f"{ref.study_id}_seg"] = str(result.mask_path)
+        artifacts[f"{ref.study_id}_lesions"] = str(result.lesions_path)
+    metrics["lesion_count"] = sum(len(s["lesions"]) for s in metrics["studies"].values())
+    return metrics, artifacts
+
+
+def run_evaluate(job_id: str, params: dict, run_id, study_id, progress, should_stop):
+    import json
+
+    from bmcore.data.split import load_split
+    from bmcore.evaluation import evaluate_studies
+    from bmcore.inference import load_predictor
+
+    refs = _study_refs(params, study_id)
+    if params.get("split"):
+        test_ids = set(load_split(params["split"])["studies"]["test"])
+        refs = [r for r in refs if r.study_id in test_ids]
+    predictor = load_predictor(params.get("model", "models:/bmseg-unet@champion"))
+    result = evaluate_studies(
+        predictor,
+        refs,
+        tta=bool(params.get("tta", False)),
+        on_study=lambda i, n, s: progress(i / n, f"scored {s}"),
+        should_stop=should_stop,
+    )
+    out = job_dir(job_id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    summary = {k: v for k, v in result["summary"].items() if k != "confusion"}
+    return summary | {"skipped": result["skipped"]}, {"metrics": str(out / "metrics.json")}
+
+
+RUNNERS = {"train": run_train, "segment": run_segment, "evaluate": run_evaluate}

@@ -1,0 +1,328 @@
+"""Jobs: the one submit path (CLI and web) and the worker-side state changes. Torch-free.
+
+Life of a job::
+
+    queued --claim_job--> running --finish_job--> succeeded | failed | cancelled
+       \\--cancel_job--> cancelled
+
+The row is the truth (DESIGN.md §6). ``submit_job`` commits the row before queueing the task by
+name, and marks it failed if the broker cannot take it, so a job is never silently dropped. Tasks
+receive only the job id, re-read the row with ``claim_job`` and are safe to run twice: a finished or
+cancelled job is not run again, and ``attempts`` stops a job that keeps killing its worker.
+Every function here commits its own change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bmcore.db import EVENT_LEVELS, FINISHED_STATUSES, JOB_STATUSES, JOB_TYPES, Job, JobEvent, Result, utcnow
+from bmcore.queueing import QUEUE_FOR_TASK, TASK_NAMES, celery_client
+
+ARCHITECTURES = ("unet", "cnn", "fcn")
+
+
+class JobParamsError(ValueError):
+    """A job type or parameter was refused before anything was written."""
+
+
+class JobNotFound(LookupError):
+    """No job has this id."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The broker refused the task; the job row was kept and marked failed."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+def validate_job(type: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a job type and its basic parameters; return the parameters as a plain JSON-able dict."""
+    if type not in JOB_TYPES:
+        raise JobParamsError(f"unknown job type {type!r}; expected one of {', '.join(JOB_TYPES)}")
+    if not isinstance(params, Mapping):
+        raise JobParamsError(f"job params must be a mapping, got {params.__class__.__name__}")
+    params = dict(params)
+    if "epochs" in params:
+        epochs = params["epochs"]
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+            raise JobParamsError(f"epochs must be a positive integer, got {epochs!r}")
+    if "arch" in params and params["arch"] not in ARCHITECTURES:
+        raise JobParamsError(f"unknown arch {params['arch']!r}; expected one of {', '.join(ARCHITECTURES)}")
+    try:
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JobParamsError(f"job params must be JSON-serialisable: {exc}") from exc
+    return params
+
+
+def submit_job(
+    session: Session,
+    type: str,
+    params: Mapping[str, Any] | None = None,
+    owner_id: int | None = None,
+    study_id: int | None = None,
+    parent_id: str | None = None,
+    send: bool = True,
+) -> Job:
+    """Validate, write a queued job row, commit, then queue its task by name.
+
+    ``send=False`` only writes the row (e.g. a sweep or cross-validation parent whose children are
+    train jobs). Raises ``JobParamsError`` before writing anything, and ``QueueUnavailable`` (the row
+    kept, marked failed with "could not queue: …") when the broker cannot be reached.
+    """
+    clean_params = validate_job(type, params or {})
+    task_name = TASK_NAMES.get(type)
+    if send and task_name is None:
+        raise JobParamsError(
+            f"job type {type!r} has no worker task; submit it with send=False as the parent of its "
+            f"{'/'.join(TASK_NAMES)} jobs"
+        )
+    job = Job(
+        type=type,
+        params=clean_params,
+        status="queued",
+        owner_id=owner_id,
+        study_id=study_id,
+        parent_id=parent_id,
+        message="queued",
+    )
+    session.add(job)
+    session.commit()
+    if not send or task_name is None:
+        return job
+
+    try:
+        # ignore_result: the job row is the result; no result-backend subscription per task.
+        celery_client().send_task(
+            task_name, args=[job.id], queue=QUEUE_FOR_TASK[task_name], ignore_result=True
+        )
+    except Exception as exc:
+        reason = f"{exc.__class__.__name__}: {exc}".strip().splitlines()[0]
+        job.status = "failed"
+        job.error = f"could not queue: {reason}"
+        job.message = "could not queue"
+        job.finished_at = utcnow()
+        session.add(JobEvent(job_id=job.id, level="error", message=job.error))
+        session.commit()
+        raise QueueUnavailable(f"job {job.id} could not be queued: {reason}", job) from exc
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    """The job with this id, or ``JobNotFound``."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"unknown job id: {job_id}")
+    return job
+
+
+def _lock_job(session: Session, job_id: str) -> Job:
+    """Re-read the row from the database (locked on PostgreSQL until the next commit)."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise JobNotFound(f"unknown job id: {job_id}")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    status: str | None = None,
+    type: str | None = None,
+    owner_id: int | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs, newest first, optionally filtered by status, type and owner."""
+    if status is not None and status not in JOB_STATUSES:
+        raise ValueError(f"unknown job status {status!r}; expected one of {', '.join(JOB_STATUSES)}")
+    if type is not None and type not in JOB_TYPES:
+        raise ValueError(f"unknown job type {type!r}; expected one of {', '.join(JOB_TYPES)}")
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if type is not None:
+        query = query.where(Job.type == type)
+    if owner_id is not None:
+        query = query.where(Job.owner_id == owner_id)
+    return list(session.scalars(query))
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """Ask for a job to stop. Queued: cancelled at once. Running: the worker stops between steps.
+
+    A finished job is returned unchanged.
+    """
+    job = _lock_job(session, job_id)
+    if job.status in FINISHED_STATUSES:
+        session.commit()
+        return job
+    job.cancel_requested = True
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = utcnow()
+        job.message = "cancelled before it started"
+    else:
+        job.message = "cancel requested"
+    session.add(JobEvent(job_id=job.id, level="info", message=job.message))
+    session.commit()
+    return job
+
+
+# --- worker side ------------------------------------------------------------------------------------
+
+
+def claim_job(session: Session, job_id: str, worker_host: str) -> Job | None:
+    """Start (or restart) a job on this worker; ``None`` means: do not run it.
+
+    Re-reads the row. A finished job is left alone; a job with a pending cancel becomes cancelled;
+    otherwise ``attempts`` grows, and a job past ``max_attempts`` is failed instead of run again.
+    """
+    job = _lock_job(session, job_id)
+    now = utcnow()
+    if job.status in FINISHED_STATUSES:
+        session.commit()
+        return None
+    if job.cancel_requested:
+        job.status = "cancelled"
+        job.finished_at = now
+        job.message = "cancelled before it started"
+        session.add(JobEvent(job_id=job.id, level="info", message=job.message))
+        session.commit()
+        return None
+    job.attempts += 1
+    if job.attempts > job.max_attempts:
+        job.status = "failed"
+        job.error = f"gave up after {job.max_attempts} attempts"
+        job.message = job.error
+        job.finished_at = now
+        session.add(JobEvent(job_id=job.id, level="error", message=job.error))
+        session.commit()
+        return None
+    job.status = "running"
+    job.started_at = now
+    job.heartbeat_at = now
+    job.worker_host = worker_host
+    job.message = f"running on {worker_host} (attempt {job.attempts} of {job.max_attempts})"
+    session.add(JobEvent(job_id=job.id, level="info", message=job.message))
+    session.commit()
+    return job
+
+
+def update_progress(session: Session, job_id: str, progress: float, message: str) -> Job:
+    """Record progress in [0, 1] (clamped) and a message; also a heartbeat and a log event."""
+    if math.isnan(progress):
+        raise ValueError("job progress is NaN")
+    job = _lock_job(session, job_id)
+    job.progress = min(1.0, max(0.0, float(progress)))
+    job.message = message
+    job.heartbeat_at = utcnow()
+    session.add(JobEvent(job_id=job.id, level="info", message=message))
+    session.commit()
+    return job
+
+
+def is_cancel_requested(session: Session, job_id: str) -> bool:
+    """Whether someone asked this job to stop; read from the database, not the session cache.
+
+    Ends the read transaction, so a worker polling this for hours holds no transaction open.
+    """
+    flag = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none()
+    session.commit()
+    if flag is None:
+        raise JobNotFound(f"unknown job id: {job_id}")
+    return bool(flag)
+
+
+def finish_job(session: Session, job_id: str, status: str, error: str | None = None) -> Job:
+    """End a job as succeeded, failed or cancelled."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"a job finishes as one of {', '.join(sorted(FINISHED_STATUSES))}, not {status!r}")
+    job = _lock_job(session, job_id)
+    now = utcnow()
+    job.status = status
+    job.finished_at = now
+    job.heartbeat_at = now
+    job.error = error
+    if status == "succeeded":
+        job.progress = 1.0
+    first_line = error.strip().splitlines()[0] if error and error.strip() else ""
+    job.message = f"{status}: {first_line}" if first_line else status
+    level = "error" if status == "failed" else "info"
+    session.add(JobEvent(job_id=job.id, level=level, message=job.message))
+    session.commit()
+    return job
+
+
+def record_result(
+    session: Session, job_id: str, metrics: Mapping[str, Any], artifacts: Mapping[str, str]
+) -> Result:
+    """Store a job's metrics and artifact paths; running it again replaces them (one row per job)."""
+    get_job(session, job_id)
+    metrics, artifacts = dict(metrics), dict(artifacts)
+    for attempt in range(2):
+        result = session.scalars(select(Result).where(Result.job_id == job_id)).one_or_none()
+        if result is None:
+            result = Result(job_id=job_id, metrics=metrics, artifacts=artifacts)
+            session.add(result)
+        else:
+            result.metrics = metrics
+            result.artifacts = artifacts
+        try:
+            session.commit()
+            return result
+        except IntegrityError:
+            # Another run inserted it between our read and our write: update that row instead.
+            session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def log_event(session: Session, job_id: str, message: str, level: str = "info") -> JobEvent:
+    """Append a line to a job's log tail."""
+    if level not in EVENT_LEVELS:
+        raise ValueError(f"unknown event level {level!r}; expected one of {', '.join(EVENT_LEVELS)}")
+    get_job(session, job_id)
+    job_event = JobEvent(job_id=job_id, level=level, message=message)
+    session.add(job_event)
+    session.commit()
+    return job_event
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """A JSON-able view of a job (ISO 8601 UTC timestamps) for the API and the CLI."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "params": job.params,
+        "status": job.status,
+        "progress": job.progress,
+        "message": job.message,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "heartbeat_at": _iso(job.heartbeat_at),
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "worker_host": job.worker_host,
+        "error": job.error,
+        "mlflow_run_id": job.mlflow_run_id,
+        "cancel_requested": job.cancel_requested,
+        "owner_id": job.owner_id,
+        "parent_id": job.parent_id,
+        "study_id": job.study_id,
+    }

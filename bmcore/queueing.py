@@ -1,0 +1,98 @@
+"""Celery configuration shared by the worker and the submitting side (web, CLI). Torch-free.
+
+The submitting side never imports task code: it queues by name with ``celery_client().send_task``.
+Redis settings follow DESIGN.md §6: the visibility timeout sits above the longest job in all three
+places, late acks with reject-on-worker-lost, one message prefetched at a time; the attempt counter
+on the job row (``bmcore.jobs.claim_job``) stops a poison job from looping forever.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+
+from bmcore.config import Settings, get_settings
+
+GPU_QUEUE = "gpu"
+CPU_QUEUE = "cpu"
+
+# Job type -> Celery task name, for the job types a worker runs directly.
+TASK_NAMES: dict[str, str] = {
+    "train": "bmseg.train",
+    "evaluate": "bmseg.evaluate",
+    "segment": "bmseg.segment",
+}
+
+# Task name -> queue. GPU work goes to one solo worker per GPU (`-P solo -c 1 -Q gpu`).
+QUEUE_FOR_TASK: dict[str, str] = {
+    "bmseg.train": GPU_QUEUE,
+    "bmseg.evaluate": GPU_QUEUE,
+    "bmseg.segment": GPU_QUEUE,
+    "bmseg.ingest": CPU_QUEUE,
+    "bmseg.report": CPU_QUEUE,
+}
+
+RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
+# Redis re-delivers an unacknowledged message after this long; keep it above the longest job.
+VISIBILITY_MARGIN_SECONDS = 3600
+# Fail fast at submit time when Redis is unreachable instead of hanging a web request.
+SOCKET_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def visibility_timeout(settings: Settings) -> int:
+    return settings.max_job_seconds + VISIBILITY_MARGIN_SECONDS
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings (lowercase names) for ``settings``; plain JSON-able values only."""
+    timeout = visibility_timeout(settings)
+    transport_options = {
+        "visibility_timeout": timeout,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_SECONDS,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": dict(transport_options),
+        "result_backend_transport_options": dict(transport_options),
+        "visibility_timeout": timeout,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # With late acks the message comes back anyway after a lost broker connection; cancel the
+        # running copy (Celery 6 default) and let the attempt counter decide whether it runs again.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": GPU_QUEUE,
+        "task_routes": {name: {"queue": queue} for name, queue in QUEUE_FOR_TASK.items()},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": RESULT_EXPIRES_SECONDS,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+_clients: dict[tuple[str, int], Celery] = {}
+_clients_lock = threading.Lock()
+
+
+def celery_client() -> Celery:
+    """A Celery app for sending tasks by name, built from the current settings and cached per broker.
+
+    It registers no tasks and imports no task code; the worker builds its own app from
+    ``celery_config``.
+    """
+    settings = get_settings()
+    key = (settings.redis_url, settings.max_job_seconds)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = Celery("bmseg-client", set_as_current=False)
+            client.conf.update(celery_config(settings))
+            _clients[key] = client
+        return client

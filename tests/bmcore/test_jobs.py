@@ -1,0 +1,316 @@
+"""The job service: submission through a real Redis, and the worker-side state changes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from bmcore.config import get_settings
+from bmcore.db import Job, JobEvent, Result, session_factory
+from bmcore.jobs import (
+    JobNotFound,
+    JobParamsError,
+    QueueUnavailable,
+    cancel_job,
+    claim_job,
+    finish_job,
+    get_job,
+    is_cancel_requested,
+    job_to_dict,
+    list_jobs,
+    log_event,
+    record_result,
+    submit_job,
+    update_progress,
+)
+from bmcore.queueing import QUEUE_FOR_TASK, TASK_NAMES, celery_client, celery_config
+
+
+@pytest.fixture
+def db_session(migrated_db_url):
+    with session_factory(migrated_db_url)() as session:
+        yield session
+
+
+@pytest.fixture
+def redis_client(redis_test_url):
+    client = redis.Redis.from_url(redis_test_url)
+    yield client
+    client.close()
+
+
+def _queued_messages(client: redis.Redis, queue: str) -> list[dict]:
+    """The kombu messages waiting on a Redis list, decoded: task name, id and positional args."""
+    messages = []
+    for raw in client.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        assert envelope["properties"]["body_encoding"] == "base64"
+        args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        messages.append({"task": envelope["headers"]["task"], "args": args, "kwargs": kwargs})
+    return messages
+
+
+def _job_count(session) -> int:
+    return session.scalar(select(func.count()).select_from(Job))
+
+
+# --- submission ---------------------------------------------------------------------------------------
+
+
+def test_submit_writes_a_queued_row_and_a_message_on_the_gpu_queue(db_session, redis_client):
+    job = submit_job(db_session, "train", {"arch": "unet", "epochs": 2}, owner_id=None)
+
+    assert redis_client.llen("gpu") == 1
+    assert _queued_messages(redis_client, "gpu") == [{"task": "bmseg.train", "args": [job.id], "kwargs": {}}]
+    with session_factory()() as other:
+        stored = get_job(other, job.id)
+        assert (stored.status, stored.type, stored.params) == (
+            "queued",
+            "train",
+            {"arch": "unet", "epochs": 2},
+        )
+
+
+@pytest.mark.parametrize("job_type", sorted(TASK_NAMES))
+def test_every_task_type_goes_to_its_queue(db_session, redis_client, job_type):
+    job = submit_job(db_session, job_type, {})
+    queue = QUEUE_FOR_TASK[TASK_NAMES[job_type]]
+    assert queue == "gpu"
+    assert _queued_messages(redis_client, queue) == [
+        {"task": TASK_NAMES[job_type], "args": [job.id], "kwargs": {}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("job_type", "params", "message"),
+    [
+        ("paint", {}, "unknown job type 'paint'"),
+        ("train", {"epochs": 0}, "epochs must be a positive integer"),
+        ("train", {"epochs": -3}, "epochs must be a positive integer"),
+        ("train", {"epochs": "10"}, "epochs must be a positive integer"),
+        ("train", {"epochs": 2.5}, "epochs must be a positive integer"),
+        ("train", {"epochs": True}, "epochs must be a positive integer"),
+        ("train", {"arch": "resnet"}, "unknown arch 'resnet'"),
+        ("train", {"path": object()}, "JSON-serialisable"),
+        ("sweep", {}, "has no worker task"),
+    ],
+)
+def test_refused_submissions_write_nothing(db_session, redis_client, job_type, params, message):
+    with pytest.raises(JobParamsError, match=message) as caught:
+        submit_job(db_session, job_type, params)
+    assert isinstance(caught.value, ValueError)
+    assert "\n" not in str(caught.value)
+    assert _job_count(db_session) == 0
+    assert redis_client.llen("gpu") == 0
+
+
+def test_send_false_writes_only_the_row(db_session, redis_client):
+    parent = submit_job(db_session, "sweep", {"arch": "unet"}, send=False)
+    child = submit_job(db_session, "train", {"epochs": 1}, parent_id=parent.id, send=False)
+    assert redis_client.llen("gpu") == 0
+    assert (parent.status, child.status, child.parent_id) == ("queued", "queued", parent.id)
+
+
+def test_unreachable_redis_marks_the_job_failed(db_session, monkeypatch):
+    monkeypatch.setenv("BMSEG_REDIS_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
+
+    with pytest.raises(QueueUnavailable, match="could not be queued") as caught:
+        submit_job(db_session, "train", {"epochs": 1})
+
+    with session_factory()() as other:
+        (stored,) = list_jobs(other)
+        assert stored.id == caught.value.job.id
+        assert stored.status == "failed"
+        assert stored.error.startswith("could not queue: ")
+        assert stored.finished_at is not None
+        assert [event.level for event in stored.events] == ["error"]
+    get_settings.cache_clear()
+
+
+def test_celery_config_follows_the_design(monkeypatch):
+    monkeypatch.setenv("BMSEG_MAX_JOB_SECONDS", "7200")
+    monkeypatch.setenv("BMSEG_REDIS_URL", "redis://example.invalid:6379/2")
+    get_settings.cache_clear()
+    try:
+        config = celery_config(get_settings())
+        assert config["broker_url"] == config["result_backend"] == "redis://example.invalid:6379/2"
+        assert config["visibility_timeout"] == 7200 + 3600
+        assert config["broker_transport_options"]["visibility_timeout"] == 7200 + 3600
+        assert config["result_backend_transport_options"]["visibility_timeout"] == 7200 + 3600
+        assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+        assert config["worker_prefetch_multiplier"] == 1
+        assert config["task_default_queue"] == "gpu"
+        assert config["task_routes"]["bmseg.segment"] == {"queue": "gpu"}
+        assert config["task_routes"]["bmseg.ingest"] == {"queue": "cpu"}
+        assert config["task_serializer"] == "json" and config["result_expires"] == 7 * 24 * 3600
+        json.dumps(config)
+        client = celery_client()
+        assert client is celery_client()
+        assert client.conf.broker_url == "redis://example.invalid:6379/2"
+        assert client.conf.broker_transport_options["visibility_timeout"] == 10800
+        assert not [name for name in client.tasks if name.startswith("bmseg.")]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_submitting_side_stays_torch_free():
+    code = "import sys, bmcore.db, bmcore.jobs, bmcore.queueing; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --- queries and cancellation -----------------------------------------------------------------------
+
+
+def test_get_unknown_job(db_session):
+    with pytest.raises(JobNotFound, match="unknown job id: nope") as caught:
+        get_job(db_session, "nope")
+    assert isinstance(caught.value, LookupError)
+    assert str(caught.value) == "unknown job id: nope"
+
+
+def test_list_jobs_filters_newest_first(db_session):
+    first = submit_job(db_session, "train", {}, owner_id=None, send=False)
+    second = submit_job(db_session, "evaluate", {}, send=False)
+    third = submit_job(db_session, "train", {}, send=False)
+    finish_job(db_session, third.id, "succeeded")
+
+    assert [job.id for job in list_jobs(db_session)] == [third.id, second.id, first.id]
+    assert [job.id for job in list_jobs(db_session, type="train")] == [third.id, first.id]
+    assert [job.id for job in list_jobs(db_session, status="queued")] == [second.id, first.id]
+    assert [job.id for job in list_jobs(db_session, limit=1)] == [third.id]
+    assert list_jobs(db_session, owner_id=42) == []
+    with pytest.raises(ValueError, match="unknown job status"):
+        list_jobs(db_session, status="done")
+
+
+def test_cancel_a_queued_job(db_session):
+    job = submit_job(db_session, "train", {}, send=False)
+    cancelled = cancel_job(db_session, job.id)
+    assert (cancelled.status, cancelled.cancel_requested) == ("cancelled", True)
+    assert cancelled.finished_at is not None
+    assert claim_job(db_session, job.id, "gpu-0") is None  # the message arrives later: nothing runs
+    assert get_job(db_session, job.id).attempts == 0
+
+
+def test_cancel_a_running_job_is_cooperative(db_session, migrated_db_url):
+    job = submit_job(db_session, "train", {}, send=False)
+    claim_job(db_session, job.id, "gpu-0")
+    assert is_cancel_requested(db_session, job.id) is False
+
+    with session_factory(migrated_db_url)() as web:  # the web process asks
+        assert cancel_job(web, job.id).status == "running"
+
+    assert is_cancel_requested(db_session, job.id) is True  # read from the database
+    assert finish_job(db_session, job.id, "cancelled").status == "cancelled"
+
+
+def test_cancel_a_finished_job_changes_nothing(db_session):
+    job = submit_job(db_session, "train", {}, send=False)
+    finish_job(db_session, job.id, "succeeded")
+    returned = cancel_job(db_session, job.id)
+    assert (returned.status, returned.cancel_requested) == ("succeeded", False)
+
+
+def test_cancel_unknown_job(db_session):
+    with pytest.raises(JobNotFound):
+        cancel_job(db_session, "0" * 32)
+
+
+# --- worker side --------------------------------------------------------------------------------------
+
+
+def test_claim_starts_the_job(db_session, migrated_db_url):
+    job = submit_job(db_session, "train", {}, send=False)
+    claimed = claim_job(db_session, job.id, "gpu-host-1")
+    assert claimed is not None
+    with session_factory(migrated_db_url)() as other:
+        stored = get_job(other, job.id)
+        assert (stored.status, stored.attempts, stored.worker_host) == ("running", 1, "gpu-host-1")
+        assert stored.started_at is not None and stored.heartbeat_at is not None
+
+
+def test_claim_gives_up_after_max_attempts(db_session):
+    job = submit_job(db_session, "train", {}, send=False)
+    for attempt in (1, 2, 3):  # e.g. the worker died each time and the message came back
+        assert claim_job(db_session, job.id, "gpu-0").attempts == attempt
+    assert claim_job(db_session, job.id, "gpu-0") is None
+    stored = get_job(db_session, job.id)
+    assert stored.status == "failed"
+    assert stored.error == "gave up after 3 attempts"
+    assert claim_job(db_session, job.id, "gpu-0") is None  # and it stays failed
+
+
+@pytest.mark.parametrize("status", ["succeeded", "cancelled", "failed"])
+def test_claim_on_a_finished_job_does_nothing(db_session, status):
+    job = submit_job(db_session, "train", {}, send=False)
+    claim_job(db_session, job.id, "gpu-0")
+    finish_job(db_session, job.id, status)
+    assert claim_job(db_session, job.id, "gpu-1") is None
+    stored = get_job(db_session, job.id)
+    assert (stored.status, stored.attempts, stored.worker_host) == (status, 1, "gpu-0")
+
+
+def test_claim_honours_a_pending_cancel(db_session):
+    job = submit_job(db_session, "train", {}, send=False)
+    claim_job(db_session, job.id, "gpu-0")
+    cancel_job(db_session, job.id)  # running: only flagged
+    assert claim_job(db_session, job.id, "gpu-1") is None  # a redelivered message must not restart it
+    assert get_job(db_session, job.id).status == "cancelled"
+
+
+def test_update_progress_writes_events(db_session):
+    job = submit_job(db_session, "train", {}, send=False)
+    claim_job(db_session, job.id, "gpu-0")
+    beat = get_job(db_session, job.id).heartbeat_at
+    update_progress(db_session, job.id, 0.25, "epoch 1/4")
+    update_progress(db_session, job.id, 1.2, "epoch 4/4")  # clamped
+    stored = get_job(db_session, job.id)
+    assert (stored.progress, stored.message) == (1.0, "epoch 4/4")
+    assert stored.heartbeat_at >= beat
+    messages = db_session.scalars(select(JobEvent.message).where(JobEvent.job_id == job.id)).all()
+    assert messages[-2:] == ["epoch 1/4", "epoch 4/4"]
+    with pytest.raises(ValueError, match="NaN"):
+        update_progress(db_session, job.id, float("nan"), "?")
+
+
+def test_log_event_and_finish(db_session):
+    job = submit_job(db_session, "segment", {}, send=False)
+    log_event(db_session, job.id, "CUDA out of memory, retrying with smaller batches", level="warning")
+    with pytest.raises(ValueError, match="unknown event level"):
+        log_event(db_session, job.id, "x", level="loud")
+    finished = finish_job(db_session, job.id, "failed", error="Traceback ...\nRuntimeError: boom")
+    assert (finished.status, finished.message) == ("failed", "failed: Traceback ...")
+    assert finished.error.endswith("boom")
+    levels = db_session.scalars(select(JobEvent.level).where(JobEvent.job_id == job.id)).all()
+    assert levels == ["warning", "error"]
+    with pytest.raises(ValueError, match="finishes as one of"):
+        finish_job(db_session, job.id, "running")
+
+
+def test_record_result_twice_keeps_one_row(db_session, migrated_db_url):
+    job = submit_job(db_session, "evaluate", {}, send=False)
+    record_result(db_session, job.id, {"dice": 0.5}, {"report": "/r/1.json"})
+    record_result(db_session, job.id, {"dice": 0.6}, {"report": "/r/2.json"})
+    with session_factory(migrated_db_url)() as other:  # the second run of the task, another session
+        record_result(other, job.id, {"dice": 0.7}, {"report": "/r/3.json"})
+    rows = db_session.execute(select(Result.metrics, Result.artifacts).where(Result.job_id == job.id)).all()
+    assert [tuple(row) for row in rows] == [({"dice": 0.7}, {"report": "/r/3.json"})]
+    with pytest.raises(JobNotFound):
+        record_result(db_session, "missing", {}, {})
+
+
+def test_job_to_dict_is_json_with_iso_utc_timestamps(db_session):
+    job = submit_job(db_session, "train", {"arch": "cnn", "epochs": 5}, send=False)
+    claim_job(db_session, job.id, "gpu-0")
+    data = job_to_dict(get_job(db_session, job.id))
+    assert json.loads(json.dumps(data)) == data
+    assert data["id"] == job.id and data["status"] == "running" and data["params"]["arch"] == "cnn"
+    assert data["created_at"].endswith("+00:00") and data["started_at"].endswith("+00:00")
+    assert data["finished_at"] is None
