@@ -550,3 +550,7 @@ def main() -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

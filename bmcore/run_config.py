@@ -38,7 +38,7 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"
     mixed_precision: bool = True  # bf16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True
     compile: bool = False
 
     def __post_init__(self):

@@ -20,15 +20,28 @@ from bmcore.train import TrainConfig, TrainingCancelled
 
 
 def _loggable(figures: dict) -> dict:
-    return {k: float(v) for k, v in figures.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in figures.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
-def tracked_train(data: str | Path, config: TrainConfig, out_dir: str | Path, resume: bool = False,
-                  track: bool = True, split_seed: int = 0, run_id: str | None = None, run_name: str | None = None,
-                  tags: dict | None = None, should_stop: Callable[[], bool] | None = None,
-                  progress: Callable[[float, str], None] | None = None,
-                  on_run: Callable[[str], None] | None = None, show_progress: bool = True) -> dict:
+def tracked_train(
+    data: str | Path,
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    track: bool = True,
+    split_seed: int = 0,
+    run_id: str | None = None,
+    run_name: str | None = None,
+    tags: dict | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    on_run: Callable[[str], None] | None = None,
+    show_progress: bool = True,
+) -> dict:
     """Train, track and register; returns a JSON-able summary (checkpoint, run id, version, metrics)."""
     out_dir = Path(out_dir)
     callbacks = []
@@ -42,8 +55,17 @@ def tracked_train(data: str | Path, config: TrainConfig, out_dir: str | Path, re
             on_run(run_id)
         callbacks.append(lambda epoch, figures: tracking.log_metrics(run_id, _loggable(figures), step=epoch))
     try:
-        outcome = train_run(data, config, out_dir, resume=resume, callbacks=callbacks, should_stop=should_stop,
-                            progress=progress, split_seed=split_seed, show_progress=show_progress)
+        outcome = train_run(
+            data,
+            config,
+            out_dir,
+            resume=resume,
+            callbacks=callbacks,
+            should_stop=should_stop,
+            progress=progress,
+            split_seed=split_seed,
+            show_progress=show_progress,
+        )
     except TrainingCancelled:
         if track:
             tracking.end_run(run_id, "KILLED")
@@ -57,10 +79,18 @@ def tracked_train(data: str | Path, config: TrainConfig, out_dir: str | Path, re
     (out_dir / "history.json").write_text(json.dumps(outcome.history, indent=1))
     if outcome.validation:
         (out_dir / "validation.json").write_text(json.dumps(outcome.validation, indent=1))
-    summary = {"arch": config.arch, "checkpoint": str(outcome.best_checkpoint), "out_dir": str(out_dir),
-               "best_epoch": outcome.best_epoch, "epochs_run": len(outcome.history),
-               "stopped_early": outcome.stopped_early, "metrics": key_metrics, "curves": str(curves),
-               "run_id": run_id, "registered": None}
+    summary = {
+        "arch": config.arch,
+        "checkpoint": str(outcome.best_checkpoint),
+        "out_dir": str(out_dir),
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": len(outcome.history),
+        "stopped_early": outcome.stopped_early,
+        "metrics": key_metrics,
+        "curves": str(curves),
+        "run_id": run_id,
+        "registered": None,
+    }
     if track:
         for name in ("split.json", "history.json", "validation.json", "curves.png"):
             if (out_dir / name).exists():
