@@ -570,6 +570,63 @@ def demo(
     run_demo(quick=quick, serve=serve, web_port=web_port, mlflow_port=mlflow_port, echo=typer.echo)
 
 
+user_app = typer.Typer(help="Dashboard accounts.", no_args_is_help=True)
+token_app = typer.Typer(help="API bearer tokens (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+
+
+@user_app.command("create")
+def user_create(
+    email: str = typer.Argument(..., help="Sign-in e-mail."),
+    admin: bool = typer.Option(False, "--admin", help="May see every user's studies and jobs."),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="BMSEG_NEW_PASSWORD",
+        help="At least 8 characters.",
+    ),
+) -> None:
+    """Create a dashboard account (password stored hashed)."""
+    from bmcore.db import init_db, session_scope
+    from bmcore.tokens import create_user
+
+    init_db()
+    with session_scope() as session:
+        user = create_user(session, email, password, is_admin=admin)
+        typer.echo(f"created {'admin ' if user.is_admin else ''}user {user.email}")
+
+
+@token_app.command("create")
+def token_create(
+    email: str = typer.Argument(..., help="The user the token acts for."),
+    name: str = typer.Option("cli", help="A name to tell tokens apart."),
+) -> None:
+    """Create an API token for a user; prints it once (only its hash is stored)."""
+    from bmcore.db import init_db, session_scope
+    from bmcore.tokens import create_token
+
+    init_db()
+    with session_scope() as session:
+        typer.echo(create_token(session, email, name))
+
+
+@token_app.command("revoke")
+def token_revoke(
+    email: str = typer.Argument(..., help="The token's user."),
+    name: str = typer.Option(..., help="The token's name."),
+) -> None:
+    """Revoke a user's token by name."""
+    from bmcore.db import init_db, session_scope
+    from bmcore.tokens import revoke_token
+
+    init_db()
+    with session_scope() as session:
+        typer.echo(f"revoked {revoke_token(session, email, name)} token(s)")
+
+
 def main() -> None:
     """Console entry point: usage errors as Click shows them; user errors as one line, exit code 2."""
     try:

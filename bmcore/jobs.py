@@ -46,8 +46,20 @@ class QueueUnavailable(RuntimeError):
         self.job = job
 
 
-def validate_job(type: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a job type and its basic parameters; return the parameters as a plain JSON-able dict."""
+# Training parameters the worker takes out before building its TrainConfig (bmcore.job_runner.run_train).
+TRAIN_EXTRA_PARAMS = ("data", "split_seed")
+PATH_PARAMS = ("data", "study_dir", "model", "split")
+
+
+def validate_job(type: str, params: Mapping[str, Any], study_id: int | None = None) -> dict[str, Any]:
+    """Check a job type and its parameters (the worker would need them); return a plain JSON-able dict.
+
+    One set of rules for CLI and web: a train job needs ``data`` and valid training parameters
+    (:class:`bmcore.run_config.TrainConfig`, torch-free); a segment job a study (``study_id`` or
+    ``study_dir``); an evaluate job a study or a data set.
+    """
+    from bmcore.run_config import TrainConfig
+
     if type not in JOB_TYPES:
         raise JobParamsError(f"unknown job type {type!r}; expected one of {', '.join(JOB_TYPES)}")
     if not isinstance(params, Mapping):
@@ -59,6 +71,20 @@ def validate_job(type: str, params: Mapping[str, Any]) -> dict[str, Any]:
             raise JobParamsError(f"epochs must be a positive integer, got {epochs!r}")
     if "arch" in params and params["arch"] not in ARCHITECTURES:
         raise JobParamsError(f"unknown arch {params['arch']!r}; expected one of {', '.join(ARCHITECTURES)}")
+    for key in PATH_PARAMS:
+        if key in params and (not isinstance(params[key], str) or not params[key].strip()):
+            raise JobParamsError(f"params.{key} must be a non-empty string")
+    if type == "train":
+        if "data" not in params:
+            raise JobParamsError("a train job needs params.data (the data set folder or CSV manifest)")
+        try:
+            TrainConfig.from_dict({k: v for k, v in params.items() if k not in TRAIN_EXTRA_PARAMS})
+        except (ValueError, TypeError) as exc:
+            raise JobParamsError(f"invalid training parameters: {exc}") from None
+    elif type == "segment" and study_id is None and "study_dir" not in params:
+        raise JobParamsError("a segment job needs a study_id or params.study_dir")
+    elif type == "evaluate" and study_id is None and "data" not in params and "study_dir" not in params:
+        raise JobParamsError("an evaluate job needs a study_id, params.data or params.study_dir")
     try:
         json.dumps(params, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -81,7 +107,7 @@ def submit_job(
     train jobs). Raises ``JobParamsError`` before writing anything, and ``QueueUnavailable`` (the row
     kept, marked failed with "could not queue: …") when the broker cannot be reached.
     """
-    clean_params = validate_job(type, params or {})
+    clean_params = validate_job(type, params or {}, study_id)
     task_name = TASK_NAMES.get(type)
     if send and task_name is None:
         raise JobParamsError(

@@ -172,6 +172,7 @@ class Stack:
             "web",
             [
                 str(bin_dir / "gunicorn"),
+                "--preload",
                 "--bind",
                 f"127.0.0.1:{self.web_port}",
                 "--workers",

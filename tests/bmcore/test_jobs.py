@@ -31,6 +31,9 @@ from bmcore.jobs import (
 )
 from bmcore.queueing import QUEUE_FOR_TASK, TASK_NAMES, celery_client, celery_config
 
+DATA = "/data/cohort"
+MINIMAL_PARAMS = {"train": {"data": DATA}, "evaluate": {"data": DATA}, "segment": {"study_dir": DATA}}
+
 
 @pytest.fixture
 def db_session(migrated_db_url):
@@ -64,7 +67,7 @@ def _job_count(session) -> int:
 
 
 def test_submit_writes_a_queued_row_and_a_message_on_the_gpu_queue(db_session, redis_client):
-    job = submit_job(db_session, "train", {"arch": "unet", "epochs": 2}, owner_id=None)
+    job = submit_job(db_session, "train", {"data": DATA, "arch": "unet", "epochs": 2}, owner_id=None)
 
     assert redis_client.llen("gpu") == 1
     assert _queued_messages(redis_client, "gpu") == [{"task": "bmseg.train", "args": [job.id], "kwargs": {}}]
@@ -73,13 +76,13 @@ def test_submit_writes_a_queued_row_and_a_message_on_the_gpu_queue(db_session, r
         assert (stored.status, stored.type, stored.params) == (
             "queued",
             "train",
-            {"arch": "unet", "epochs": 2},
+            {"data": DATA, "arch": "unet", "epochs": 2},
         )
 
 
 @pytest.mark.parametrize("job_type", sorted(TASK_NAMES))
 def test_every_task_type_goes_to_its_queue(db_session, redis_client, job_type):
-    job = submit_job(db_session, job_type, {})
+    job = submit_job(db_session, job_type, MINIMAL_PARAMS[job_type])
     queue = QUEUE_FOR_TASK[TASK_NAMES[job_type]]
     assert queue == "gpu"
     assert _queued_messages(redis_client, queue) == [
@@ -91,14 +94,19 @@ def test_every_task_type_goes_to_its_queue(db_session, redis_client, job_type):
     ("job_type", "params", "message"),
     [
         ("paint", {}, "unknown job type 'paint'"),
-        ("train", {"epochs": 0}, "epochs must be a positive integer"),
-        ("train", {"epochs": -3}, "epochs must be a positive integer"),
-        ("train", {"epochs": "10"}, "epochs must be a positive integer"),
-        ("train", {"epochs": 2.5}, "epochs must be a positive integer"),
-        ("train", {"epochs": True}, "epochs must be a positive integer"),
-        ("train", {"arch": "resnet"}, "unknown arch 'resnet'"),
-        ("train", {"path": object()}, "JSON-serialisable"),
+        ("train", {"data": DATA, "epochs": 0}, "epochs must be a positive integer"),
+        ("train", {"data": DATA, "epochs": -3}, "epochs must be a positive integer"),
+        ("train", {"data": DATA, "epochs": "10"}, "epochs must be a positive integer"),
+        ("train", {"data": DATA, "epochs": 2.5}, "epochs must be a positive integer"),
+        ("train", {"data": DATA, "epochs": True}, "epochs must be a positive integer"),
+        ("train", {"data": DATA, "arch": "resnet"}, "unknown arch 'resnet'"),
+        ("segment", {"study_dir": DATA, "path": object()}, "JSON-serialisable"),
         ("sweep", {}, "has no worker task"),
+        ("train", {"epochs": 2}, "needs params.data"),
+        ("train", {"data": DATA, "lr": -1.0}, "learning rate must be positive"),
+        ("train", {"data": DATA, "depth_of_field": 3}, "unknown training parameter"),
+        ("segment", {}, "needs a study_id or params.study_dir"),
+        ("evaluate", {"model": "m.pt"}, "needs a study_id, params.data"),
     ],
 )
 def test_refused_submissions_write_nothing(db_session, redis_client, job_type, params, message):
@@ -112,7 +120,7 @@ def test_refused_submissions_write_nothing(db_session, redis_client, job_type, p
 
 def test_send_false_writes_only_the_row(db_session, redis_client):
     parent = submit_job(db_session, "sweep", {"arch": "unet"}, send=False)
-    child = submit_job(db_session, "train", {"epochs": 1}, parent_id=parent.id, send=False)
+    child = submit_job(db_session, "train", {"data": DATA, "epochs": 1}, parent_id=parent.id, send=False)
     assert redis_client.llen("gpu") == 0
     assert (parent.status, child.status, child.parent_id) == ("queued", "queued", parent.id)
 
@@ -122,7 +130,7 @@ def test_unreachable_redis_marks_the_job_failed(db_session, monkeypatch):
     get_settings.cache_clear()
 
     with pytest.raises(QueueUnavailable, match="could not be queued") as caught:
-        submit_job(db_session, "train", {"epochs": 1})
+        submit_job(db_session, "train", {"data": DATA, "epochs": 1})
 
     with session_factory()() as other:
         (stored,) = list_jobs(other)
@@ -176,9 +184,9 @@ def test_get_unknown_job(db_session):
 
 
 def test_list_jobs_filters_newest_first(db_session):
-    first = submit_job(db_session, "train", {}, owner_id=None, send=False)
-    second = submit_job(db_session, "evaluate", {}, send=False)
-    third = submit_job(db_session, "train", {}, send=False)
+    first = submit_job(db_session, "train", {"data": DATA}, owner_id=None, send=False)
+    second = submit_job(db_session, "evaluate", {"data": DATA}, send=False)
+    third = submit_job(db_session, "train", {"data": DATA}, send=False)
     finish_job(db_session, third.id, "succeeded")
 
     assert [job.id for job in list_jobs(db_session)] == [third.id, second.id, first.id]
@@ -191,7 +199,7 @@ def test_list_jobs_filters_newest_first(db_session):
 
 
 def test_cancel_a_queued_job(db_session):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     cancelled = cancel_job(db_session, job.id)
     assert (cancelled.status, cancelled.cancel_requested) == ("cancelled", True)
     assert cancelled.finished_at is not None
@@ -200,7 +208,7 @@ def test_cancel_a_queued_job(db_session):
 
 
 def test_cancel_a_running_job_is_cooperative(db_session, migrated_db_url):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     claim_job(db_session, job.id, "gpu-0")
     assert is_cancel_requested(db_session, job.id) is False
 
@@ -212,7 +220,7 @@ def test_cancel_a_running_job_is_cooperative(db_session, migrated_db_url):
 
 
 def test_cancel_a_finished_job_changes_nothing(db_session):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     finish_job(db_session, job.id, "succeeded")
     returned = cancel_job(db_session, job.id)
     assert (returned.status, returned.cancel_requested) == ("succeeded", False)
@@ -227,7 +235,7 @@ def test_cancel_unknown_job(db_session):
 
 
 def test_claim_starts_the_job(db_session, migrated_db_url):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     claimed = claim_job(db_session, job.id, "gpu-host-1")
     assert claimed is not None
     with session_factory(migrated_db_url)() as other:
@@ -237,7 +245,7 @@ def test_claim_starts_the_job(db_session, migrated_db_url):
 
 
 def test_claim_gives_up_after_max_attempts(db_session):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     for attempt in (1, 2, 3):  # e.g. the worker died each time and the message came back
         assert claim_job(db_session, job.id, "gpu-0").attempts == attempt
     assert claim_job(db_session, job.id, "gpu-0") is None
@@ -249,7 +257,7 @@ def test_claim_gives_up_after_max_attempts(db_session):
 
 @pytest.mark.parametrize("status", ["succeeded", "cancelled", "failed"])
 def test_claim_on_a_finished_job_does_nothing(db_session, status):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     claim_job(db_session, job.id, "gpu-0")
     finish_job(db_session, job.id, status)
     assert claim_job(db_session, job.id, "gpu-1") is None
@@ -258,7 +266,7 @@ def test_claim_on_a_finished_job_does_nothing(db_session, status):
 
 
 def test_claim_honours_a_pending_cancel(db_session):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     claim_job(db_session, job.id, "gpu-0")
     cancel_job(db_session, job.id)  # running: only flagged
     assert claim_job(db_session, job.id, "gpu-1") is None  # a redelivered message must not restart it
@@ -266,7 +274,7 @@ def test_claim_honours_a_pending_cancel(db_session):
 
 
 def test_update_progress_writes_events(db_session):
-    job = submit_job(db_session, "train", {}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA}, send=False)
     claim_job(db_session, job.id, "gpu-0")
     beat = get_job(db_session, job.id).heartbeat_at
     update_progress(db_session, job.id, 0.25, "epoch 1/4")
@@ -281,7 +289,7 @@ def test_update_progress_writes_events(db_session):
 
 
 def test_log_event_and_finish(db_session):
-    job = submit_job(db_session, "segment", {}, send=False)
+    job = submit_job(db_session, "segment", {"study_dir": DATA}, send=False)
     log_event(db_session, job.id, "CUDA out of memory, retrying with smaller batches", level="warning")
     with pytest.raises(ValueError, match="unknown event level"):
         log_event(db_session, job.id, "x", level="loud")
@@ -295,7 +303,7 @@ def test_log_event_and_finish(db_session):
 
 
 def test_record_result_twice_keeps_one_row(db_session, migrated_db_url):
-    job = submit_job(db_session, "evaluate", {}, send=False)
+    job = submit_job(db_session, "evaluate", {"data": DATA}, send=False)
     record_result(db_session, job.id, {"dice": 0.5}, {"report": "/r/1.json"})
     record_result(db_session, job.id, {"dice": 0.6}, {"report": "/r/2.json"})
     with session_factory(migrated_db_url)() as other:  # the second run of the task, another session
@@ -307,7 +315,7 @@ def test_record_result_twice_keeps_one_row(db_session, migrated_db_url):
 
 
 def test_job_to_dict_is_json_with_iso_utc_timestamps(db_session):
-    job = submit_job(db_session, "train", {"arch": "cnn", "epochs": 5}, send=False)
+    job = submit_job(db_session, "train", {"data": DATA, "arch": "cnn", "epochs": 5}, send=False)
     claim_job(db_session, job.id, "gpu-0")
     data = job_to_dict(get_job(db_session, job.id))
     assert json.loads(json.dumps(data)) == data

@@ -1,0 +1,442 @@
+"""The dashboard: HTML pages with session-cookie auth, plus the small JSON and PNG routes its scripts poll.
+
+Thin views: validate, write a row (``store_study_upload``, ``submit_job``), redirect. Every POST carries
+the session's CSRF token (checked in :func:`services.web.auth.load_dashboard_user`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from sqlalchemy import select
+
+from bmcore.db import JOB_STATUSES, Job
+from bmcore.io import MODALITIES, StudyError
+from bmcore.jobs import JobParamsError, QueueUnavailable, list_jobs, submit_job
+from bmcore.jobs import cancel_job as request_cancel
+from bmcore.metrics import LABELS
+from bmcore.run_config import ARCHS, TrainConfig
+from bmcore.tokens import authenticate
+from services.web import slices
+from services.web.auth import load_dashboard_user, safe_next, sign_in_user, sign_out_user
+from services.web.common import (
+    DEFAULT_MODEL,
+    SUBMITTABLE_TYPES,
+    WebError,
+    artifact_file,
+    db,
+    job_detail,
+    job_summary,
+    mlflow_compare_link,
+    mlflow_run_link,
+    newest_segmentation,
+    prepare_job,
+    read_lesion_table,
+    visible_job,
+    visible_studies,
+    visible_study,
+)
+from services.web.uploads import UploadError, store_study_upload
+
+bp = Blueprint("dashboard", __name__)
+bp.before_request(load_dashboard_user)
+
+OVERLAYS = ("prediction", "label", "none")
+# Metrics shown first on the model comparison page, when a version has them.
+KEY_METRICS = (
+    "val_lesion_dice",
+    "val_dice",
+    "val_dice_ET",
+    "val_dice_TC",
+    "val_dice_WT",
+    "val_loss",
+    "val_paper_dice",
+    "val_paper_iou",
+    "epochs_run",
+)
+MAX_METRIC_COLUMNS = 8
+
+
+# ------------------------------------------------------------------------------------------ sign-in
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    next_path = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if g.user is not None:
+            return redirect(next_path or url_for("dashboard.jobs"))
+        return render_template("sign_in.html", next=next_path, email="")
+    email = request.form.get("email", "").strip()
+    user = authenticate(db(), email, request.form.get("password", ""))
+    if user is None:
+        return render_template(
+            "sign_in.html", next=next_path, email=email, error="Wrong e-mail or password."
+        ), 401
+    sign_in_user(user)
+    return redirect(next_path or url_for("dashboard.jobs"), 303)
+
+
+@bp.post("/sign-out")
+def sign_out():
+    sign_out_user()
+    return redirect(url_for("dashboard.sign_in"), 303)
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("dashboard.jobs"))
+
+
+# ------------------------------------------------------------------------------------------ studies
+
+
+def _studies_page(status: int = 200, error: str | None = None, form: dict[str, str] | None = None):
+    session = db()
+    studies = visible_studies(session, g.user)
+    return (
+        render_template(
+            "studies.html",
+            studies=studies,
+            modalities=MODALITIES,
+            error=error,
+            form=form or {},
+            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
+        ),
+        status,
+    )
+
+
+@bp.get("/studies")
+def studies():
+    return _studies_page()
+
+
+@bp.post("/studies")
+def upload_study():
+    form = {"patient_id": request.form.get("patient_id", ""), "study_uid": request.form.get("study_uid", "")}
+    config = current_app.config
+    try:
+        study = store_study_upload(
+            db(),
+            request.files,
+            form["patient_id"],
+            form["study_uid"],
+            g.user.id,
+            config["UPLOADS_DIR"],
+            config["MAX_VOXELS"],
+        )
+    except UploadError as exc:
+        return _studies_page(exc.status, f"Upload refused: {exc.message}", form)
+    flash(f"Study {study.study_uid} stored and checked.", "success")
+    return redirect(url_for("dashboard.study", study_id=study.id), 303)
+
+
+@bp.get("/studies/<int:study_id>")
+def study(study_id: int):
+    session = db()
+    record = visible_study(session, g.user, study_id)
+    config = current_app.config
+    segmentation = newest_segmentation(session, record)
+    mask_name = f"{record.study_uid}_seg" if segmentation else None
+    lesions_name = f"{record.study_uid}_lesions"
+    lesions: list[dict[str, str]] | None = None
+    error = None
+    depth, best = 1, 0
+    lesion_z: dict[str, int] = {}
+    try:
+        volume = slices.display_volume(record.directory, config["MAX_VOXELS"])
+        depth = volume.shape[2]
+        mask = None
+        if segmentation is not None:
+            mask_path = artifact_file(segmentation, mask_name, config["RESULTS_DIR"])
+            mask = slices.display_mask(record.directory, str(mask_path), config["MAX_VOXELS"])
+            lesion_z = slices.lesion_slices(mask, volume.spacing)
+        best = slices.best_slice(mask if mask is not None else volume.label, depth)
+    except (StudyError, OSError, WebError) as exc:
+        error = f"Cannot display this study: {getattr(exc, 'message', exc)}"
+    if segmentation is not None and lesions_name in (segmentation.result.artifacts or {}):
+        try:
+            lesions = read_lesion_table(artifact_file(segmentation, lesions_name, config["RESULTS_DIR"]))
+        except (WebError, OSError, UnicodeDecodeError):
+            lesions = None
+    return render_template(
+        "study.html",
+        study=record,
+        segmentation=segmentation,
+        mask_name=mask_name,
+        lesions=lesions,
+        lesion_z=lesion_z,
+        has_label=record.label_path is not None,
+        depth=depth,
+        best_slice=best,
+        modalities=sorted(record.files, key=MODALITIES.index),
+        label_names=LABELS,
+        colours=slices.LABEL_COLOURS,
+        error=error,
+        jobs=_study_jobs(record.id),
+    )
+
+
+def _study_jobs(study_id: int) -> list[Job]:
+    query = select(Job).where(Job.study_id == study_id).order_by(Job.created_at.desc()).limit(10)
+    return [job for job in db().scalars(query) if job.owner_id == g.user.id or g.user.is_admin]
+
+
+@bp.get("/studies/<int:study_id>/slice.png")
+def study_slice(study_id: int):
+    session = db()
+    record = visible_study(session, g.user, study_id)
+    config = current_app.config
+    modality = request.args.get("modality", MODALITIES[0])
+    overlay_kind = request.args.get("overlay", "prediction")
+    if modality not in record.files or overlay_kind not in OVERLAYS:
+        raise WebError(
+            400, f"modality must be one of {', '.join(record.files)}; overlay one of {', '.join(OVERLAYS)}"
+        )
+    try:
+        z = int(request.args.get("z", "0"))
+        opacity = float(request.args.get("opacity", "0.45"))
+    except ValueError:
+        raise WebError(400, "z must be an integer and opacity a number") from None
+    if not math.isfinite(opacity):
+        raise WebError(400, "opacity must be a number from 0 to 1")
+    try:
+        volume = slices.display_volume(record.directory, config["MAX_VOXELS"])
+        overlay = None
+        if overlay_kind == "label":
+            overlay = volume.label
+        elif overlay_kind == "prediction":
+            job_id = request.args.get("job")
+            segmentation = (
+                visible_job(session, g.user, job_id) if job_id else newest_segmentation(session, record)
+            )
+            if segmentation is not None:
+                if segmentation.study_id != record.id:
+                    raise WebError(400, f"job {segmentation.id} did not segment this study")
+                path = artifact_file(segmentation, f"{record.study_uid}_seg", config["RESULTS_DIR"])
+                overlay = slices.display_mask(record.directory, str(path), config["MAX_VOXELS"])
+        png = slices.render_slice(volume, modality, z, overlay, opacity)
+    except StudyError as exc:
+        raise WebError(422, f"cannot display this study: {exc}") from None
+    response = Response(png, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+
+def _visible_jobs(status: str | None = None, limit: int = 100) -> list[Job]:
+    owner = None if g.user.is_admin else g.user.id
+    return list_jobs(db(), status=status, owner_id=owner, limit=limit)
+
+
+@bp.get("/jobs")
+def jobs():
+    status = request.args.get("status") or None
+    if status is not None and status not in JOB_STATUSES:
+        status = None
+    return render_template(
+        "jobs.html",
+        jobs=[job_summary(job) for job in _visible_jobs(status)],
+        status=status,
+        statuses=JOB_STATUSES,
+    )
+
+
+@bp.get("/jobs.json")
+def jobs_json():
+    status = request.args.get("status") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise WebError(400, f"status must be one of {', '.join(JOB_STATUSES)}")
+    return jsonify(jobs=[job_summary(job) for job in _visible_jobs(status)])
+
+
+def _job_form_page(status: int = 200, error: str | None = None, form: dict[str, Any] | None = None):
+    defaults = TrainConfig()
+    values = {
+        "type": request.args.get("type", "segment"),
+        "arch": defaults.arch,
+        "epochs": defaults.epochs,
+        "lr": defaults.lr,
+        "batch_size": defaults.batch_size,
+        "size": defaults.size,
+        "data": "",
+        "model": DEFAULT_MODEL,
+        "study_id": request.args.get("study_id", ""),
+    } | (form or {})
+    return (
+        render_template(
+            "job_new.html",
+            values=values,
+            error=error,
+            types=SUBMITTABLE_TYPES,
+            archs=ARCHS,
+            studies=visible_studies(db(), g.user),
+        ),
+        status,
+    )
+
+
+@bp.get("/jobs/new")
+def new_job():
+    return _job_form_page()
+
+
+def _number(form: dict[str, str], name: str, kind: type) -> int | float | None:
+    text = (form.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise WebError(
+            400, f"{name.replace('_', ' ')} must be {'a whole number' if kind is int else 'a number'}"
+        ) from None
+
+
+def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
+    """The new-job form as the API's job request ``{"type", "params", "study_id"}``."""
+    job_type = form.get("type", "")
+    study_text = (form.get("study_id") or "").strip()
+    if study_text and not study_text.isdigit():
+        raise WebError(400, "choose a study from the list")
+    study_id = int(study_text) if study_text else None
+    data = (form.get("data") or "").strip()
+    model = (form.get("model") or "").strip() or DEFAULT_MODEL
+    params: dict[str, Any] = {}
+    if job_type == "train":
+        params["data"] = data
+        params["arch"] = form.get("arch", "unet")
+        for name, kind in (("epochs", int), ("lr", float), ("batch_size", int), ("size", int)):
+            value = _number(form, name, kind)
+            if value is not None:
+                params[name] = value
+        if not data:
+            raise WebError(400, "a training job needs a data set path (as the workers see it)")
+        study_id = None
+    elif job_type in ("evaluate", "segment"):
+        params["model"] = model
+        if data and study_id is None:
+            params["data" if job_type == "evaluate" else "study_dir"] = data
+        if form.get("tta"):
+            params["tta"] = True
+    return {"type": job_type, "params": params, "study_id": study_id}
+
+
+@bp.post("/jobs")
+def submit():
+    form = {
+        key: request.form.get(key, "")
+        for key in ("type", "arch", "epochs", "lr", "batch_size", "size", "data", "model", "study_id", "tta")
+    }
+    session = db()
+    try:
+        job_type, params, study_id = prepare_job(session, g.user, job_request_from_form(form))
+        job = submit_job(session, job_type, params, owner_id=g.user.id, study_id=study_id)
+    except WebError as exc:
+        return _job_form_page(exc.status, exc.message, form)
+    except JobParamsError as exc:
+        return _job_form_page(400, str(exc), form)
+    except QueueUnavailable as exc:
+        return _job_form_page(503, f"The job queue is unavailable; try again later ({exc}).", form)
+    flash(f"{job_type.capitalize()} job queued.", "success")
+    return redirect(url_for("dashboard.job", job_id=job.id), 303)
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str):
+    session = db()
+    record = visible_job(session, g.user, job_id)
+    detail = job_detail(session, record, current_app.config["MLFLOW_UI_URL"])
+    return render_template("job.html", job=detail, study=record.study_id)
+
+
+@bp.get("/jobs/<job_id>.json")
+def job_json(job_id: str):
+    session = db()
+    record = visible_job(session, g.user, job_id)
+    return jsonify(job_detail(session, record, current_app.config["MLFLOW_UI_URL"]))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    session = db()
+    visible_job(session, g.user, job_id)
+    record = request_cancel(session, job_id)
+    flash(
+        "Cancelled." if record.status == "cancelled" else f"Cancel requested (job is {record.status}).",
+        "info",
+    )
+    return redirect(url_for("dashboard.job", job_id=job_id), 303)
+
+
+@bp.get("/jobs/<job_id>/artifacts/<name>")
+def artifact(job_id: str, name: str):
+    record = visible_job(db(), g.user, job_id)
+    path = artifact_file(record, name, current_app.config["RESULTS_DIR"])
+    inline = path.suffix.lower() in (".png", ".json", ".csv") and request.args.get("download") is None
+    return send_file(path, as_attachment=not inline, download_name=path.name)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def _metric_columns(versions: list[dict[str, Any]]) -> list[str]:
+    present: list[str] = []
+    for version in versions:
+        for key in version.get("metrics", {}):
+            if key not in present:
+                present.append(key)
+    ordered = [key for key in KEY_METRICS if key in present]
+    ordered += sorted(key for key in present if key not in ordered and key.startswith("val_"))
+    ordered += sorted(key for key in present if key not in ordered)
+    return ordered[:MAX_METRIC_COLUMNS]
+
+
+@bp.get("/models")
+def models():
+    from services.web.api import registry_models
+
+    base = current_app.config["MLFLOW_UI_URL"]
+    try:
+        overview = registry_models()
+        error = None
+    except Exception as exc:  # the registry is optional for the rest of the dashboard
+        current_app.logger.warning("model registry unavailable: %s", exc)
+        overview, error = [], f"Registry unavailable: {type(exc).__name__}: {exc}"
+    all_versions = [version for model in overview for version in model.get("versions", [])]
+    run_ids = [version["run_id"] for version in all_versions if version.get("run_id")]
+    experiments = sorted({str(v["experiment_id"]) for v in all_versions if v.get("experiment_id")})
+    for version in all_versions:
+        version["mlflow_url"] = mlflow_run_link(base, version.get("run_id"), version.get("experiment_id"))
+    champions = [
+        (model["name"], version)
+        for model in overview
+        for version in model.get("versions", [])
+        if model.get("champion") is not None and version.get("version") == model["champion"]
+    ]
+    return render_template(
+        "models.html",
+        models=overview,
+        champions=champions,
+        error=error,
+        columns=_metric_columns(all_versions),
+        compare_url=mlflow_compare_link(base, run_ids, experiments),
+        mlflow_ui_url=base,
+    )

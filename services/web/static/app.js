@@ -1,0 +1,311 @@
+/* bmseg dashboard scripts: plain JavaScript, no build step, no inline scripts (strict CSP).
+ * Pages are picked by <body data-page>; live views poll the dashboard's JSON routes (session cookie). */
+"use strict";
+
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+const POLL_MS = 1500;
+
+function el(tag, attrs, children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") node.textContent = value;
+    else if (key === "className") node.className = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children || []) node.append(child);
+  return node;
+}
+
+function setProgress(bar, fraction, status) {
+  if (!bar) return;
+  const inner = bar.querySelector("span");
+  const pct = Math.round(Math.max(0, Math.min(1, Number(fraction) || 0)) * 100);
+  inner.style.width = pct + "%";
+  inner.dataset.progress = String(fraction);
+  bar.classList.toggle("done", status === "succeeded");
+  bar.classList.toggle("failed", status === "failed");
+  return pct;
+}
+
+function initProgressBars() {
+  document.querySelectorAll("[data-progress]").forEach((inner) => {
+    inner.style.width = Math.round(Math.max(0, Math.min(1, Number(inner.dataset.progress) || 0)) * 100) + "%";
+  });
+}
+
+function shortTime(iso) {
+  return iso ? iso.slice(0, 19).replace("T", " ") : "–";
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(url + ": HTTP " + response.status);
+  return response.json();
+}
+
+function poll(fn, intervalMs) {
+  let stopped = false;
+  let timer = null;
+  async function tick() {
+    if (stopped) return;
+    let again = true;
+    try {
+      again = (await fn()) !== false;
+    } catch (error) {
+      console.warn(error);
+    }
+    if (again && !stopped) timer = setTimeout(tick, document.hidden ? intervalMs * 4 : intervalMs);
+  }
+  timer = setTimeout(tick, intervalMs);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+/* ------------------------------------------------------------------------- jobs list */
+
+function jobRow(job, table) {
+  const jobUrl = table.dataset.jobUrl.replace("JOB_ID", job.id);
+  const bar = el("div", { className: "progress" }, [el("span")]);
+  const pct = setProgress(bar, job.progress, job.status);
+  const study = job.study_id
+    ? el("a", { href: table.dataset.studyUrl.replace(/0$/, String(job.study_id)), text: "#" + job.study_id })
+    : el("span", { className: "muted", text: "–" });
+  return el("tr", { "data-job-id": job.id, "data-status": job.status }, [
+    el("td", {}, [el("a", { className: "mono", href: jobUrl, text: job.id.slice(0, 8) })]),
+    el("td", { text: job.type }),
+    el("td", {}, [el("span", { className: "badge badge-" + job.status, text: job.status })]),
+    el("td", {}, [el("div", { className: "progress-row" }, [bar, el("span", { className: "pct", text: pct + " %" })])]),
+    el("td", { className: "message", text: job.message || "" }),
+    el("td", {}, [study]),
+    el("td", { className: "small muted", text: shortTime(job.created_at).slice(0, 16) }),
+  ]);
+}
+
+function initJobsPage() {
+  const table = document.getElementById("jobs-table");
+  if (!table) return;
+  const body = table.querySelector("tbody");
+  const empty = document.getElementById("jobs-empty");
+  poll(async () => {
+    const data = await getJSON(table.dataset.source);
+    body.replaceChildren(...data.jobs.map((job) => jobRow(job, table)));
+    if (empty) empty.hidden = data.jobs.length > 0;
+    return true;
+  }, POLL_MS);
+}
+
+/* ------------------------------------------------------------------------- job page */
+
+function renderResult(root, job) {
+  const card = document.getElementById("result-card");
+  if (!job.result) return;
+  card.hidden = false;
+  const artifactUrl = (name) => root.dataset.artifactUrl.replace("ARTIFACT", encodeURIComponent(name));
+  const rows = job.result.metrics_table.map(([key, value]) =>
+    el("tr", {}, [el("td", { className: "mono", text: key }), el("td", { className: "num mono", text: String(value ?? "–") })]),
+  );
+  document.querySelector("#metrics-table tbody").replaceChildren(...rows);
+  const items = job.result.artifacts.map((name) =>
+    el("li", {}, [el("a", { href: artifactUrl(name) + "?download=1", text: name })]),
+  );
+  document.getElementById("artifacts").replaceChildren(...items);
+  const curves = document.getElementById("curves-box");
+  if (job.result.artifacts.includes("curves")) {
+    const img = document.getElementById("curves-img");
+    if (!img.getAttribute("src")) img.src = artifactUrl("curves");
+    curves.hidden = false;
+  }
+}
+
+function renderLog(events) {
+  const log = document.getElementById("job-log");
+  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+  const lines = [];
+  for (const event of events) {
+    lines.push(el("span", { className: "at", text: (event.at || "").slice(11, 19) }));
+    lines.push(" ");
+    lines.push(el("span", { className: "lvl-" + event.level, text: event.message }));
+    lines.push("\n");
+  }
+  log.replaceChildren(...lines);
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function initJobPage() {
+  const root = document.getElementById("job-root");
+  if (!root) return;
+  const log = document.getElementById("job-log");
+  log.scrollTop = log.scrollHeight;
+  if (root.dataset.finished === "true") return;
+  poll(async () => {
+    const job = await getJSON(root.dataset.jsonUrl);
+    const badge = document.getElementById("job-status");
+    badge.textContent = job.status;
+    badge.className = "badge badge-" + job.status;
+    document.getElementById("job-message").textContent = job.message || "";
+    const pct = setProgress(document.getElementById("job-progress"), job.progress, job.status);
+    document.getElementById("job-pct").textContent = pct + " %";
+    const error = document.getElementById("job-error");
+    error.textContent = job.error || "";
+    error.hidden = !job.error;
+    for (const field of ["started_at", "finished_at"]) {
+      const cell = root.querySelector('[data-field="' + field + '"]');
+      if (cell) cell.textContent = shortTime(job[field]);
+    }
+    const worker = root.querySelector('[data-field="worker_host"]');
+    if (worker) worker.textContent = job.worker_host || "–";
+    const attempts = root.querySelector('[data-field="attempts"]');
+    if (attempts) attempts.textContent = job.attempts + " of " + job.max_attempts;
+    renderLog(job.events);
+    renderResult(root, job);
+    if (job.mlflow_url && !document.getElementById("mlflow-link")) {
+      const actions = document.querySelector(".page-head .actions");
+      actions.prepend(el("a", { className: "button button-secondary", id: "mlflow-link", href: job.mlflow_url, target: "_blank", rel: "noopener", text: "MLflow run" }));
+    }
+    const finished = FINISHED.has(job.status);
+    document.getElementById("cancel-form").hidden = finished;
+    root.dataset.finished = String(finished);
+    document.body.dataset.jobStatus = job.status;
+    return !finished;
+  }, POLL_MS);
+}
+
+/* ------------------------------------------------------------------------- study viewer */
+
+function initViewer() {
+  const viewer = document.getElementById("viewer");
+  if (!viewer) return;
+  const img = document.getElementById("slice-img");
+  const slider = document.getElementById("slice");
+  const sliceOut = document.getElementById("slice-out");
+  const opacity = document.getElementById("opacity");
+  const opacityOut = document.getElementById("opacity-out");
+  const depth = Number(viewer.dataset.depth);
+  const state = {
+    modality: viewer.querySelector("#modality .active")?.dataset.value || "t1",
+    overlay: viewer.querySelector("#overlay .active")?.dataset.value || "none",
+    z: Number(viewer.dataset.z),
+    opacity: Number(opacity.value) / 100,
+  };
+  let pending = null;
+  let loading = false;
+
+  function url() {
+    const params = new URLSearchParams({
+      modality: state.modality,
+      z: String(state.z),
+      overlay: state.overlay,
+      opacity: state.opacity.toFixed(2),
+    });
+    if (viewer.dataset.job) params.set("job", viewer.dataset.job);
+    return viewer.dataset.sliceUrl + "?" + params.toString();
+  }
+
+  function show() {
+    slider.value = String(state.z);
+    sliceOut.textContent = state.z + 1 + " / " + depth;
+    opacityOut.textContent = Math.round(state.opacity * 100) + " %";
+    const next = url();
+    if (loading) {
+      pending = next; // keep only the newest request while one is in flight
+      return;
+    }
+    loading = true;
+    img.src = next;
+  }
+
+  function settle(loaded) {
+    loading = false;
+    if (loaded) img.dataset.loaded = img.src;
+    if (pending && pending !== img.src) {
+      const next = pending;
+      pending = null;
+      loading = true;
+      img.src = next;
+    } else {
+      pending = null;
+    }
+  }
+  img.addEventListener("load", () => settle(true));
+  img.addEventListener("error", () => settle(false));
+
+  slider.addEventListener("input", () => {
+    state.z = Number(slider.value);
+    show();
+  });
+  opacity.addEventListener("input", () => {
+    state.opacity = Number(opacity.value) / 100;
+    show();
+  });
+  for (const [groupId, key] of [["modality", "modality"], ["overlay", "overlay"]]) {
+    const group = document.getElementById(groupId);
+    group.addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-value]");
+      if (!button || button.disabled) return;
+      group.querySelectorAll("button").forEach((b) => b.classList.toggle("active", b === button));
+      state[key] = button.dataset.value;
+      show();
+    });
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.target.matches("input[type=text], input[type=number], select, textarea")) return;
+    const step = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 }[event.key];
+    if (!step) return;
+    event.preventDefault();
+    state.z = Math.max(0, Math.min(depth - 1, state.z + step));
+    show();
+  });
+  document.querySelectorAll("tr.lesion-row[data-z]").forEach((row) => {
+    row.addEventListener("click", () => {
+      state.z = Number(row.dataset.z);
+      show();
+      viewer.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    });
+  });
+  img.dataset.loaded = img.complete ? img.src : "";
+}
+
+/* ------------------------------------------------------------------------- forms */
+
+function initJobForm() {
+  const form = document.getElementById("job-form");
+  if (!form) return;
+  const type = document.getElementById("type");
+  function update() {
+    form.querySelectorAll("[data-for]").forEach((node) => {
+      const show = node.dataset.for.split(" ").includes(type.value);
+      node.hidden = !show;
+      node.querySelectorAll("input, select").forEach((input) => (input.disabled = !show));
+    });
+  }
+  type.addEventListener("change", update);
+  update();
+  form.addEventListener("submit", () => {
+    const button = document.getElementById("submit-job");
+    button.disabled = true;
+    button.textContent = "Queueing…";
+  });
+}
+
+function initUploadForm() {
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  form.addEventListener("submit", () => {
+    const button = document.getElementById("upload-button");
+    button.disabled = true;
+    button.textContent = "Uploading and checking…";
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  initProgressBars();
+  const page = document.body.dataset.page;
+  if (page === "jobs") initJobsPage();
+  if (page === "job") initJobPage();
+  if (page === "study") initViewer();
+  if (page === "job-new") initJobForm();
+  if (page === "studies") initUploadForm();
+});

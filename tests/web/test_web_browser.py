@@ -1,0 +1,262 @@
+"""End to end in a real browser: headless Chromium drives the dashboard served by werkzeug, a real Celery
+worker (solo pool) runs the segmentation from Redis, and the viewer shows its overlay and lesion table.
+
+Needs /usr/bin/chromium (``apt-get install chromium``) and Redis; skipped with the reason otherwise.
+Screenshots go to tests/web/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_REDIS_URL = os.environ.get("BMSEG_TEST_BROWSER_REDIS_URL", "redis://127.0.0.1:6379/12")
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(__file__).with_name("screenshots")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+JOB_TIMEOUT_MS = 240_000
+FIELD_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+
+
+@pytest.fixture
+def browser_redis():
+    import redis
+
+    client = redis.Redis.from_url(BROWSER_REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"Redis unreachable at {BROWSER_REDIS_URL} ({exc})")
+    client.flushdb()
+    yield BROWSER_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def stack(tmp_path, monkeypatch, browser_redis):
+    """Settings in tmp_path, the web app on a free port (thread), and one real worker (subprocess)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (install it with: apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    from werkzeug.serving import make_server
+
+    from bmcore.config import get_settings
+    from bmcore.db import dispose_engines, session_scope
+    from bmcore.tokens import create_user
+    from services.web import create_app
+
+    env = {
+        "BMSEG_DATA_DIR": str(tmp_path / "data"),
+        "BMSEG_REDIS_URL": browser_redis,
+        "BMSEG_ENV": "test",
+    }
+    for name in ("BMSEG_DATABASE_URL", "BMSEG_MLFLOW_TRACKING_URI", "BMSEG_MLFLOW_ARTIFACT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+    app = create_app()
+    with session_scope() as session:
+        create_user(session, "viewer@example.org", "browser-password")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    worker_log = (tmp_path / "worker.log").open("w")
+    worker_env = dict(
+        os.environ, **env, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    workers: list[subprocess.Popen] = []
+
+    def start_worker() -> subprocess.Popen:
+        """Start the worker (once): a test queues work first, so its pages can watch the job change."""
+        if not workers:
+            workers.append(popen_worker(worker_env, worker_log))
+        return workers[0]
+
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{server.server_port}",
+            "tmp": tmp_path,
+            "worker_log": tmp_path / "worker.log",
+            "start_worker": start_worker,
+        }
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=10)
+        worker_log.close()
+        server.shutdown()
+        thread.join(timeout=10)
+        get_settings.cache_clear()
+        dispose_engines()
+
+
+def popen_worker(env: dict[str, str], log) -> subprocess.Popen:
+    """One real Celery worker, solo pool, both queues, as ``bmseg worker`` starts it."""
+    command = [sys.executable, "-m", "celery", "-A", "services.worker.app", "worker", "-P", "solo", "-c", "1"]
+    command += ["-Q", "gpu,cpu", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A 2-level U-Net with 4 base channels whose head says 'enhancing tumour' everywhere: inside the brain
+    mask every voxel becomes ET, so the viewer has a red overlay and the lesion table a row."""
+    import torch
+
+    from bmcore.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("unet", base_channels=4, depth=2)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 6.0]))
+    extra = {"preprocess": {"size": 64, "modalities": ["t1", "t1ce", "t2", "flair"]}}
+    save_checkpoint(path, model, "unet", extra=extra)
+    return path
+
+
+def synthetic_study(folder: Path) -> dict[str, Path]:
+    from bmcore.data.synth import synth_cohort
+
+    synth_cohort(folder, 1, 7, "brats", shape=(64, 64, 40), spacing=(3.5, 3.5, 4.0), workers=1)
+    study = next(p for p in sorted(folder.iterdir()) if p.is_dir())
+    return {field: study / f"{study.name}-{suffix}.nii.gz" for field, suffix in FIELD_SUFFIX.items()} | {
+        "seg": study / f"{study.name}-seg.nii.gz"
+    }
+
+
+def test_upload_segment_and_view_in_a_browser(stack):
+    from playwright.sync_api import expect, sync_playwright
+
+    checkpoint = tiny_checkpoint(stack["tmp"] / "models" / "tiny-unet.pt")
+    files = synthetic_study(stack["tmp"] / "cohort")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    base = stack["url"]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page_errors: list[str] = []
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+            # Sign in.
+            page.goto(f"{base}/jobs")
+            expect(page).to_have_url(re.compile(r"/sign-in\?next=/jobs$"))
+            page.fill("#email", "viewer@example.org")
+            page.fill("#password", "browser-password")
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{base}/jobs")
+
+            # Upload the study through the form.
+            page.goto(f"{base}/studies")
+            page.fill("#patient_id", "BRW001")
+            page.fill("#study_uid", "BRW001A")
+            for field, path in files.items():
+                page.set_input_files(f"#file-{field}", str(path))
+            page.click("#upload-button")
+            expect(page).to_have_url(re.compile(r"/studies/\d+$"))
+            expect(page.locator(".alert-success")).to_contain_text("BRW001A stored")
+            study_id = page.url.rsplit("/", 1)[1]
+
+            # Queue a segmentation from the new-job form.
+            page.goto(f"{base}/jobs/new")
+            page.select_option("#type", "segment")
+            page.select_option("#study_id", study_id)
+            page.fill("#model", str(checkpoint))
+            page.click("#submit-job")
+            expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]{32}$"))
+            job_id = page.url.rsplit("/", 1)[1]
+            status = page.locator("#job-status")
+            expect(status).to_have_text("queued")  # no worker yet
+
+            # The jobs list in a second tab; then start the worker and watch both pages catch up live.
+            jobs_page = context.new_page()
+            jobs_page.goto(f"{base}/jobs")
+            row_badge = jobs_page.locator(f'tr[data-job-id="{job_id}"] .badge')
+            expect(row_badge).to_have_text("queued")
+            for watched in (page, jobs_page):
+                watched.evaluate("window.__sameDocument = true")
+            worker = stack["start_worker"]()
+            expect(status).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+            expect(row_badge).to_have_text("succeeded", timeout=30_000)
+            for watched in (page, jobs_page):
+                assert watched.evaluate("window.__sameDocument") is True, f"{watched.url} reloaded"
+            expect(page.locator("#job-pct")).to_have_text("100 %")
+            expect(page.locator("#artifacts")).to_contain_text("BRW001A_seg")
+            expect(page.locator("#cancel-form")).to_be_hidden()
+            page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
+            jobs_page.screenshot(path=str(SCREENSHOTS / "jobs.png"), full_page=True)
+            jobs_page.close()
+
+            # The viewer: overlay image and lesion table.
+            page.click("#viewer-link")
+            expect(page).to_have_url(f"{base}/studies/{study_id}")
+            image = page.locator("#slice-img")
+            expect(image).to_have_attribute("src", re.compile(r"overlay=prediction"))
+            # (data-loaded is set by the page's script on each image load; no wait_for_function: its
+            # polling evaluates strings, which the dashboard's CSP forbids.)
+            expect(image).to_have_attribute("data-loaded", re.compile(r"overlay=prediction"))
+            assert page.evaluate("document.getElementById('slice-img').naturalWidth") > 0
+            expect(page.locator("#lesion-table tbody tr")).not_to_have_count(0)
+            expect(page.locator("#mask-download")).to_be_visible()
+
+            # Move the slider and switch modality: the image follows without a reload.
+            before = image.get_attribute("src")
+            page.locator("#slice").fill("5")
+            page.click('#modality button[data-value="flair"]')
+            expect(image).to_have_attribute("src", re.compile(r"modality=flair&z=5"))
+            assert image.get_attribute("src") != before
+            expect(image).to_have_attribute("data-loaded", re.compile(r"modality=flair&z=5"))
+            page.locator("#lesion-table tbody tr").first.click()
+            page.screenshot(path=str(SCREENSHOTS / "viewer.png"), full_page=True)
+
+            mask = page.request.get(base + page.locator("#mask-download").get_attribute("href"))
+            assert mask.status == 200 and mask.body()[:2] == b"\x1f\x8b"
+
+            assert page_errors == []
+        finally:
+            browser.close()
+
+    assert worker.poll() is None, stack["worker_log"].read_text()[-3000:]
+
+
+def test_worker_log_names_the_task(stack):
+    """The worker started by the fixture really consumes the queues (guards the fixture itself)."""
+    worker = stack["start_worker"]()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log = stack["worker_log"].read_text()
+        if "ready" in log:
+            break
+        assert worker.poll() is None, log[-3000:]
+        time.sleep(0.5)
+    log = stack["worker_log"].read_text()
+    assert "bmseg.segment" in log and "ready" in log
