@@ -142,4 +142,5 @@ def test_quick_demo_trains_and_evaluates_three_models_through_the_queue(tmp_path
         text=True,
         timeout=60,
     )
-    assert check.stdout.count("succeeded") == 6, check.stdout
+    rows = [line.split("│") for line in check.stdout.splitlines() if "│ train" in line or "│ evaluate" in line]
+    assert len(rows) == 6 and all(row[3].strip() == "succeeded" for row in rows), check.stdout
