@@ -7,13 +7,15 @@ every volume is reoriented to the closest canonical **RAS** orientation (pure ax
 permutations, no resampling), so the last axis is always inferior→superior and an axial slice is
 ``array[..., z]``. :class:`Volume` keeps the native affine, shape and orientation, and
 :func:`save_mask` undoes the reorientation exactly, so a written mask has the input's shape and affine.
-``spacing`` is given in the canonical axis order, in millimetres.
+``spacing`` is given in the canonical axis order, in millimetres, and comes from the affine (the voxel
+sizes every other use of the geometry sees), not from ``pixdim``, which an sform-only file may leave stale.
 
 Layouts (DESIGN.md §3)
 ----------------------
 * UCSF-BMSR: ``<root>/<ID>/<ID>_{T1pre,T1post,T2Synth,FLAIR}.nii.gz``; labels ``<ID>_BraTS-seg`` (1/2/3)
   preferred over ``<ID>_seg`` (0/1 enhancing, mapped 1 → 3). Patient = first 6 digits of ``<ID>``.
-* BraTS-METS: ``<root>/BraTS-MET-XXXXX-YYY/BraTS-MET-XXXXX-YYY-{t1n,t1c,t2w,t2f,seg}.nii.gz``; patient ``XXXXX``.
+* BraTS-METS: ``<root>/BraTS-MET-XXXXX-YYY/BraTS-MET-XXXXX-YYY-{t1n,t1c,t2w,t2f,seg}.nii.gz``;
+  patient ``XXXXX``.
 * CSV manifest: ``patient_id, study_id, t1, t1ce, t2, flair[, seg][, label_map][, label_kind]``, paths
   relative to the CSV; ``label_map`` like ``"3:1 4:3"`` maps source label values onto bmseg's.
 """
@@ -21,11 +23,10 @@ Layouts (DESIGN.md §3)
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import os
 import re
-import tempfile
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,14 +220,24 @@ def read_manifest(path: str | Path) -> list[StudyRef]:
 
 
 def read_header(path: Path, max_voxels: int | None = None) -> nib.Nifti1Image:
-    """Open a NIfTI file and check its header (no voxel data read): exists, is NIfTI, 3D, not too big."""
+    """Open a NIfTI file and check its header without reading voxel data.
+
+    Refuses a missing or non-NIfTI file, anything but 3D, more than ``max_voxels`` voxels, a non-numeric
+    voxel type and a singular or non-finite affine.
+    """
     if not path.exists():
         raise StudyError(f"{path.name}: file is missing")
     try:
         image = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StudyError(f"{path.name}: not a readable NIfTI file ({reason})") from None
+    except (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+        OSError,
+        EOFError,
+        zlib.error,
+        ValueError,
+    ) as exc:
+        raise StudyError(f"{path.name}: not a readable NIfTI file ({_reason(exc, path)})") from None
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise StudyError(f"{path.name}: not a NIfTI file")
     shape = image.shape
@@ -234,20 +245,32 @@ def read_header(path: Path, max_voxels: int | None = None) -> nib.Nifti1Image:
         shape = shape[:3]
     if len(shape) != 3:
         raise StudyError(f"{path.name}: array is {len(image.shape)}D {tuple(image.shape)}, expected 3D")
+    if min(shape) < 1:
+        raise StudyError(f"{path.name}: header claims an empty or invalid shape {tuple(shape)}")
     voxels = int(np.prod(shape, dtype=np.int64))
     if max_voxels is not None and voxels > max_voxels:
         raise StudyError(f"{path.name}: header claims {voxels:,} voxels, over the limit of {max_voxels:,}")
-    if voxels == 0:
-        raise StudyError(f"{path.name}: header claims an empty array {tuple(shape)}")
+    dtype = image.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise StudyError(f"{path.name}: unsupported voxel type {dtype} (expected integers or floats)")
+    affine = image.affine
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise StudyError(f"{path.name}: affine is singular or not finite")
     return image
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    """The first line of an exception's message, with the full path shortened to the file name."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.replace(str(path), path.name)
 
 
 def read_data(image: nib.Nifti1Image, name: str, dtype: type = np.float32) -> np.ndarray:
     """The voxel array of an image whose header passed :func:`read_header`."""
     try:
         data = np.asarray(image.dataobj, dtype=dtype)
-    except (OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        reason = _reason(exc, Path(image.get_filename() or name))
         raise StudyError(f"{name}: truncated or corrupt data ({reason})") from None
     if data.ndim == 4:
         data = data[..., 0]
@@ -260,8 +283,15 @@ def _check_finite(data: np.ndarray, name: str) -> None:
         raise StudyError(f"{name}: {bad:,} NaN/Inf voxels")
 
 
-def _same_geometry(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
-    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=AFFINE_TOLERANCE)
+def _check_same_geometry(image: nib.Nifti1Image, name: str, reference: nib.Nifti1Image, reference_name: str):
+    """Raise unless ``image`` has the reference's 3D shape and (within tolerance) its affine."""
+    if image.shape[:3] != reference.shape[:3]:
+        raise StudyError(
+            f"{name}: shape {image.shape[:3]} disagrees with {reference_name} {reference.shape[:3]}"
+        )
+    difference = float(np.abs(image.affine - reference.affine).max())
+    if difference > AFFINE_TOLERANCE:
+        raise StudyError(f"{name}: affine disagrees with {reference_name}'s (by up to {difference:.3g})")
 
 
 def load_study(
@@ -276,23 +306,23 @@ def load_study(
 
         max_voxels = get_settings().max_voxels
     prefix = ref.study_id
-    missing = [m for m in modalities if m not in ref.images]
+    present = [m for m in MODALITIES if m in ref.images and ref.images[m].exists()]
+    missing = [m for m in modalities if m not in present]
     if missing:
-        raise StudyError(f"{prefix}: missing modality {', '.join(missing)} (has {', '.join(ref.images)})")
+        absent = [ref.images[m].name for m in missing if m in ref.images]
+        files = f"; no file {', '.join(absent)}" if absent else ""
+        raise StudyError(
+            f"{prefix}: missing modality {', '.join(missing)} (has {', '.join(present) or 'none'}{files})"
+        )
     try:
         headers = {m: read_header(ref.images[m], max_voxels) for m in modalities}
-        first = headers[modalities[0]]
+        first, first_name = headers[modalities[0]], ref.images[modalities[0]].name
         for m in modalities[1:]:
-            if not _same_geometry(first, headers[m]):
-                raise StudyError(
-                    f"{ref.images[m].name}: shape {headers[m].shape} or affine disagrees with "
-                    f"{ref.images[modalities[0]].name} {first.shape}"
-                )
+            _check_same_geometry(headers[m], ref.images[m].name, first, first_name)
         label_image = None
         if with_label and ref.label is not None:
             label_image = read_header(ref.label, max_voxels)
-            if not _same_geometry(first, label_image):
-                raise StudyError(f"{ref.label.name}: label shape or affine disagrees with the images")
+            _check_same_geometry(label_image, ref.label.name, first, first_name)
         ornt = nib.orientations.io_orientation(first.affine)
         channels = []
         for m in modalities:
@@ -307,7 +337,7 @@ def load_study(
     except StudyError as exc:
         message = str(exc)
         raise StudyError(message if message.startswith(prefix) else f"{prefix}: {message}") from None
-    zooms = np.asarray(first.header.get_zooms()[:3], dtype=float)
+    zooms = np.sqrt((first.affine[:3, :3] ** 2).sum(axis=0))  # voxel sizes of the affine, not pixdim
     spacing = np.empty(3)
     spacing[ornt[:, 0].astype(int)] = zooms
     return Volume(
@@ -346,7 +376,9 @@ def to_canonical_label(image: nib.Nifti1Image, ref: StudyRef, ornt: np.ndarray) 
     return nib.orientations.apply_orientation(values.astype(np.uint8), ornt).astype(np.uint8)
 
 
-def check_study(ref: StudyRef, modalities: tuple[str, ...] = MODALITIES, max_voxels: int | None = None) -> Volume:
+def check_study(
+    ref: StudyRef, modalities: tuple[str, ...] = MODALITIES, max_voxels: int | None = None
+) -> Volume:
     """Validate a whole study (headers, geometry, data, labels); returns the loaded volume."""
     return load_study(ref, modalities=modalities, max_voxels=max_voxels)
 
@@ -371,8 +403,13 @@ def clear_free_text(header: nib.Nifti1Header) -> None:
             header[key] = b""
 
 
-def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, header: nib.Nifti1Header | None = None,
-                dtype: type | None = None) -> Path:
+def write_nifti(
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | Path,
+    header: nib.Nifti1Header | None = None,
+    dtype: type | None = None,
+) -> Path:
     """Write an array atomically (temp file in the same folder, then rename), free-text fields cleared."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -387,13 +424,13 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, header:
         image.header["scl_inter"] = 0
     clear_free_text(image.header)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
+    # A plain new file (not mkstemp's owner-only mode), so the result is as readable as any other.
+    temp = path.parent / f".tmp-{uuid.uuid4().hex}{suffix}"
     try:
         nib.save(image, temp)
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     return path
 
@@ -406,13 +443,18 @@ def save_mask(mask: np.ndarray, volume: Volume, path: str | Path) -> Path:
     return write_nifti(native, volume.affine, path, header=header, dtype=np.uint8)
 
 
-def sanitize_nifti_file(source: Path, target: Path, max_voxels: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def sanitize_nifti_file(
+    source: Path, target: Path, max_voxels: int
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Validate an uploaded NIfTI and store a copy with free-text header fields cleared.
 
     Returns the shape and zooms; raises :class:`StudyError` for anything unusable.
     """
     image = read_header(source, max_voxels)
-    data = read_data(image, source.name, dtype=image.get_data_dtype())
+    # nibabel moves a file's scaling from the header to the array proxy when it loads it.
+    scaled = getattr(image.dataobj, "slope", 1.0) != 1.0 or getattr(image.dataobj, "inter", 0.0) != 0.0
+    # Scaled integers are stored as float32: casting the scaled values back to the disk type would round them.
+    data = read_data(image, source.name, dtype=np.float32 if scaled else image.get_data_dtype())
     header = image.header.copy()
     write_nifti(data, image.affine, target, header=header)
     return tuple(int(s) for s in data.shape), tuple(float(z) for z in image.header.get_zooms()[:3])

@@ -9,6 +9,7 @@ The cache key is a SHA-256 over the input files' contents and the preprocessing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -65,14 +66,22 @@ class CachedCase:
 
 
 def content_key(ref: io.StudyRef, modalities: tuple[str, ...], size: int, clip: float) -> str:
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{modalities}|{size}|{clip}|{ref.label_map}".encode())
+    """Hash of the input files' contents, the preprocessing parameters and what the cached meta records
+    about the study (its ids and label kind: two copies of one scan under different ids stay apart)."""
+    identity = f"{ref.study_id}|{ref.patient_id}|{ref.label_kind}|{sorted(ref.label_map.items())}"
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{modalities}|{size}|{clip}|{identity}".encode())
     for path in [ref.images[m] for m in modalities] + ([ref.label] if ref.label else []):
         digest.update(io.file_sha256(path).encode())
     return digest.hexdigest()[:32]
 
 
-def prepare_case(ref: io.StudyRef, cache_dir: str | Path, modalities: tuple[str, ...] = io.MODALITIES,
-                 size: int = DEFAULT_SIZE, clip: float = DEFAULT_CLIP) -> CachedCase:
+def prepare_case(
+    ref: io.StudyRef,
+    cache_dir: str | Path,
+    modalities: tuple[str, ...] = io.MODALITIES,
+    size: int = DEFAULT_SIZE,
+    clip: float = DEFAULT_CLIP,
+) -> CachedCase:
     """Preprocess a study into the cache (once; later calls find it by content hash)."""
     cache_dir = Path(cache_dir)
     directory = cache_dir / content_key(ref, modalities, size, clip)
@@ -90,10 +99,15 @@ def prepare_case(ref: io.StudyRef, cache_dir: str | Path, modalities: tuple[str,
             if label is not None:
                 np.ascontiguousarray(label.transpose(2, 0, 1), dtype=np.uint8).tofile(temp / "label.u8")
             meta = {
-                "study_id": ref.study_id, "patient_id": ref.patient_id, "channels": len(modalities),
-                "size": size, "depth": int(image.shape[3]), "partial": ref.label_kind == "enhancing",
+                "study_id": ref.study_id,
+                "patient_id": ref.patient_id,
+                "channels": len(modalities),
+                "size": size,
+                "depth": int(image.shape[3]),
+                "partial": ref.label_kind == "enhancing",
                 "has_label": label is not None,
-                "brain_slices": np.flatnonzero(brain).tolist(), "lesion_slices": np.flatnonzero(lesion).tolist(),
+                "brain_slices": np.flatnonzero(brain).tolist(),
+                "lesion_slices": np.flatnonzero(lesion).tolist(),
                 "spacing": list(volume.spacing),
             }
             (temp / "meta.json").write_text(json.dumps(meta))
@@ -105,9 +119,18 @@ def prepare_case(ref: io.StudyRef, cache_dir: str | Path, modalities: tuple[str,
             shutil.rmtree(temp, ignore_errors=True)
             raise
     meta = json.loads(meta_path.read_text())
-    return CachedCase(directory, meta["study_id"], meta["patient_id"], meta["channels"], meta["size"],
-                      meta["depth"], meta["partial"], meta["has_label"], tuple(meta["brain_slices"]),
-                      tuple(meta["lesion_slices"]))
+    return CachedCase(
+        directory,
+        meta["study_id"],
+        meta["patient_id"],
+        meta["channels"],
+        meta["size"],
+        meta["depth"],
+        meta["partial"],
+        meta["has_label"],
+        tuple(meta["brain_slices"]),
+        tuple(meta["lesion_slices"]),
+    )
 
 
 class SliceDataset(Dataset):
@@ -123,9 +146,8 @@ class SliceDataset(Dataset):
             raise ValueError(f"studies without labels cannot be used for training: {', '.join(unlabelled)}")
         self.cases = cases
         self.items = [(i, z) for i, case in enumerate(cases) for z in case.brain_slices]
-        self.lesion_items = np.array(
-            [z in set(cases[i].lesion_slices) for i, z in self.items], dtype=bool
-        ) if self.items else np.zeros(0, dtype=bool)
+        lesion_slices = [set(case.lesion_slices) for case in cases]
+        self.lesion_items = np.array([z in lesion_slices[i] for i, z in self.items], dtype=bool)
         self.augment = augment
         self.seed = seed
         self._fds: dict[str, int] = {}
@@ -139,7 +161,9 @@ class SliceDataset(Dataset):
         if self._pid != os.getpid() or self._rng is None:
             self._fds, self._pid = {}, os.getpid()
             info = torch.utils.data.get_worker_info()
-            self._rng = np.random.default_rng([self.seed, info.id if info else 0, torch.initial_seed() % 2**32])
+            self._rng = np.random.default_rng(
+                [self.seed, info.id if info else 0, torch.initial_seed() % 2**32]
+            )
         return self._fds, self._rng
 
     def __getitem__(self, index: int):
@@ -149,19 +173,21 @@ class SliceDataset(Dataset):
         image, label = case.read_slice(z, fds)
         if self.augment:
             image, label = augment_slice(image, label, rng)
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(
-            np.ascontiguousarray(label).astype(np.int64)), torch.tensor(case.partial)
+        return (
+            torch.from_numpy(np.ascontiguousarray(image)),
+            torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)),
+            torch.tensor(case.partial),
+        )
 
     def __del__(self):
         for fd in getattr(self, "_fds", {}).values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
-def lesion_sampler(dataset: SliceDataset, lesion_fraction: float, num_samples: int | None = None,
-                   seed: int = 0) -> WeightedRandomSampler:
+def lesion_sampler(
+    dataset: SliceDataset, lesion_fraction: float, num_samples: int | None = None, seed: int = 0
+) -> WeightedRandomSampler:
     """Draw slices so that about ``lesion_fraction`` of each epoch shows a lesion (balanced batches)."""
     if not 0.0 <= lesion_fraction <= 1.0:
         raise ValueError("lesion oversampling fraction must be within [0, 1]")
@@ -172,5 +198,6 @@ def lesion_sampler(dataset: SliceDataset, lesion_fraction: float, num_samples: i
         weights[has] = lesion_fraction / n_lesion
         weights[~has] = (1.0 - lesion_fraction) / n_other
     generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(torch.as_tensor(weights), num_samples or len(has), replacement=True,
-                                 generator=generator)
+    return WeightedRandomSampler(
+        torch.as_tensor(weights), num_samples or len(has), replacement=True, generator=generator
+    )

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ LAYOUTS = {
 PRIMARY_CANCERS = {"lung": 0.390, "breast": 0.245, "melanoma": 0.163, "renal": 0.043, "other": 0.159}
 HEAD_SEMI_AXES_MM = (72.0, 92.0, 74.0)
 BRAIN_INSET_MM = 7.0
+NECROSIS_ABOVE_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class StudyPlan:
     write_binary: bool
 
 
-def make_affine(shape: tuple[int, int, int], spacing: tuple[float, ...], flips: tuple[int, ...]) -> np.ndarray:
+def make_affine(
+    shape: tuple[int, int, int], spacing: tuple[float, ...], flips: tuple[int, ...]
+) -> np.ndarray:
     """Affine with the volume centred on the world origin and the layout's axis directions."""
     affine = np.diag([flips[0] * spacing[0], flips[1] * spacing[1], flips[2] * spacing[2], 1.0])
     affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
@@ -117,23 +121,36 @@ def place_lesions(rng: np.random.Generator, brain_r: np.ndarray, spacing, affine
         centre = candidates[rng.integers(len(candidates))].astype(float)
         centre_mm = (affine @ np.append(centre, 1.0))[:3]
         lesions.append(
-            SynthLesion(lesion_id, tuple(centre.tolist()), tuple(np.round(centre_mm, 2).tolist()),
-                        round(diameter, 2), diameter > 10.0)
+            SynthLesion(
+                lesion_id,
+                tuple(centre.tolist()),
+                tuple(np.round(centre_mm, 2).tolist()),
+                round(diameter, 2),
+                diameter > NECROSIS_ABOVE_MM,
+            )
         )
     return lesions
 
 
-def draw_lesion(tissue: np.ndarray, lesion: SynthLesion, spacing, rng: np.random.Generator, size_factor: float):
+def draw_lesion(
+    tissue: np.ndarray, lesion: SynthLesion, spacing, rng: np.random.Generator, size_factor: float = 1.0
+):
     """Paint one metastasis (rim, core, edema) into the tissue map, inside the brain only."""
     radius = lesion.diameter_mm * size_factor / 2.0
     edema_radius = radius * rng.uniform(1.6, 2.8) if lesion.diameter_mm > 5.0 else radius
     reach = [int(np.ceil(edema_radius / s)) + 1 for s in spacing]
     centre = [int(round(c)) for c in lesion.centre_vox]
-    box = tuple(slice(max(0, c - r), min(n, c + r + 1)) for c, r, n in zip(centre, reach, tissue.shape, strict=True))
+    box = tuple(
+        slice(max(0, c - r), min(n, c + r + 1)) for c, r, n in zip(centre, reach, tissue.shape, strict=True)
+    )
     axes = rng.uniform(0.85, 1.15, 3)
     coords = np.ogrid[box]
-    rho = np.sqrt(sum((((g - c) * s) / a) ** 2 for g, c, s, a in zip(coords, lesion.centre_vox, spacing, axes,
-                                                                        strict=True)))
+    rho = np.sqrt(
+        sum(
+            (((g - c) * s) / a) ** 2
+            for g, c, s, a in zip(coords, lesion.centre_vox, spacing, axes, strict=True)
+        )
+    )
     region = tissue[box]
     brain = (region == GREY) | (region == WHITE) | (region == EDEMA)
     region[(rho <= edema_radius) & brain & (rho > radius)] = EDEMA
@@ -148,12 +165,12 @@ def render(tissue: np.ndarray, rng: np.random.Generator, modality: str, bias: np
     """Intensities for one modality: tissue contrast, texture, partial volume, bias field, Rician noise."""
     means = np.asarray(CONTRAST[modality], dtype=np.float32) * rng.uniform(0.9, 1.1)
     image = means[tissue]
-    image *= 1.0 + 0.04 * rng.standard_normal(tissue.shape).astype(np.float32)
+    image *= 1.0 + 0.04 * rng.standard_normal(tissue.shape, dtype=np.float32)
     image = ndimage.gaussian_filter(image, 0.6, truncate=2.0)
     image *= bias
     sigma = 0.025 * means[WHITE]
-    real = image + sigma * rng.standard_normal(tissue.shape).astype(np.float32)
-    imag = sigma * rng.standard_normal(tissue.shape).astype(np.float32)
+    real = image + sigma * rng.standard_normal(tissue.shape, dtype=np.float32)
+    imag = sigma * rng.standard_normal(tissue.shape, dtype=np.float32)
     image = np.sqrt(real * real + imag * imag)
     image[tissue == BACKGROUND] *= 0.0
     return np.clip(np.round(image), 0, np.iinfo(np.int16).max).astype(np.int16)
@@ -184,9 +201,15 @@ def synth_study(plan: StudyPlan, out: Path) -> dict:
     tissue, brain_r = draw_anatomy(anatomy_rng, shape, spacing)
     lesions = place_lesions(anatomy_rng, brain_r, spacing, affine)
     visit_rng = np.random.default_rng([plan.patient_seed, plan.visit])
-    size_factors = [1.0 if plan.visit == 0 else float(visit_rng.uniform(0.6, 1.4)) for _ in lesions]
-    for lesion, factor in sorted(zip(lesions, size_factors, strict=True), key=lambda p: -p[0].diameter_mm):
-        draw_lesion(tissue, lesion, spacing, visit_rng, factor)
+    # A later visit keeps the positions and rescales each lesion; necrosis follows the visit's diameter.
+    factors = [1.0 if plan.visit == 0 else float(visit_rng.uniform(0.6, 1.4)) for _ in lesions]
+    diameters = [round(lesion.diameter_mm * f, 2) for lesion, f in zip(lesions, factors, strict=True)]
+    lesions = [
+        replace(lesion, diameter_mm=d, necrotic=d > NECROSIS_ABOVE_MM)
+        for lesion, d in zip(lesions, diameters, strict=True)
+    ]
+    for lesion in sorted(lesions, key=lambda lesion: -lesion.diameter_mm):
+        draw_lesion(tissue, lesion, spacing, visit_rng)
     labels = labels_from_tissue(tissue)
     bias = bias_field(visit_rng, shape)
     directory = out / plan.study_id
@@ -202,17 +225,19 @@ def synth_study(plan: StudyPlan, out: Path) -> dict:
             io.write_nifti((labels == 3).astype(np.uint8), affine, directory / f"{plan.study_id}_seg.nii.gz")
         if plan.write_multiclass:
             io.write_nifti(labels, affine, directory / f"{plan.study_id}_BraTS-seg.nii.gz")
-    records = []
-    for lesion, factor in zip(lesions, size_factors, strict=True):
-        record = asdict(lesion)
-        record["diameter_mm"] = round(lesion.diameter_mm * factor, 2)
-        records.append(record)
-    return {"study_id": plan.study_id, "patient_id": plan.patient_id, "visit": plan.visit, "lesions": records,
-            "label_voxels": {str(k): int((labels == k).sum()) for k in range(4)}}
+    records = [asdict(lesion) for lesion in lesions]
+    return {
+        "study_id": plan.study_id,
+        "patient_id": plan.patient_id,
+        "visit": plan.visit,
+        "lesions": records,
+        "label_voxels": {str(k): int((labels == k).sum()) for k in range(4)},
+    }
 
 
-def plan_cohort(cases: int, seed: int, layout: str, shape=None, spacing=None,
-                multiclass_fraction: float = 0.5) -> tuple[list[StudyPlan], dict[str, str]]:
+def plan_cohort(
+    cases: int, seed: int, layout: str, shape=None, spacing=None, multiclass_fraction: float = 0.5
+) -> tuple[list[StudyPlan], dict[str, str]]:
     """Patients with one to three visits until ``cases`` studies; each patient's primary cancer."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
@@ -237,25 +262,52 @@ def plan_cohort(cases: int, seed: int, layout: str, shape=None, spacing=None,
         primaries[patient_id] = str(rng.choice(list(PRIMARY_CANCERS), p=list(PRIMARY_CANCERS.values())))
         for visit, study_id in enumerate(study_ids):
             multiclass = layout == "brats" or bool(rng.random() < multiclass_fraction)
-            plans.append(StudyPlan(study_id, patient_id, patient_seed, visit, layout, shape, spacing,
-                                   write_multiclass=multiclass, write_binary=layout == "ucsf"))
+            plans.append(
+                StudyPlan(
+                    study_id,
+                    patient_id,
+                    patient_seed,
+                    visit,
+                    layout,
+                    shape,
+                    spacing,
+                    write_multiclass=multiclass,
+                    write_binary=layout == "ucsf",
+                )
+            )
     return plans, primaries
 
 
-def synth_cohort(out: str | Path, cases: int, seed: int = 0, layout: str = "brats", shape=None, spacing=None,
-                 multiclass_fraction: float = 0.5, workers: int = 2,
-                 on_study: Callable[[dict], None] | None = None) -> dict:
+def synth_cohort(
+    out: str | Path,
+    cases: int,
+    seed: int = 0,
+    layout: str = "brats",
+    shape=None,
+    spacing=None,
+    multiclass_fraction: float = 0.5,
+    workers: int = 2,
+    on_study: Callable[[dict], None] | None = None,
+) -> dict:
     """Write a cohort and ``cohort.json`` (patients, primary cancers, every study's lesion list)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plans, primaries = plan_cohort(cases, seed, layout, shape, spacing, multiclass_fraction)
     studies = []
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for record in pool.map(synth_study, plans, [out] * len(plans)):
+    with ExitStack() as stack:
+        # One worker draws in this process: no fork (safe where torch or other threads are running).
+        pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers)) if workers > 1 else None
+        for record in (pool.map if pool else map)(synth_study, plans, [out] * len(plans)):
             studies.append(record)
             if on_study:
                 on_study(record)
-    cohort = {"layout": layout, "seed": seed, "shape": list(plans[0].shape), "spacing": list(plans[0].spacing),
-              "patients": {pid: {"primary_cancer": p} for pid, p in primaries.items()}, "studies": studies}
+    cohort = {
+        "layout": layout,
+        "seed": seed,
+        "shape": list(plans[0].shape),
+        "spacing": list(plans[0].spacing),
+        "patients": {pid: {"primary_cancer": p} for pid, p in primaries.items()},
+        "studies": studies,
+    }
     (out / "cohort.json").write_text(json.dumps(cohort, indent=1))
     return cohort
