@@ -67,6 +67,7 @@ def synth(
         0.5, help="ucsf only: fraction of studies that also get a 3-class _BraTS-seg label."
     ),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Processes drawing studies in parallel."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty."),
 ) -> None:
     """Write a synthetic cohort with known ground truth (and cohort.json with every lesion)."""
     from bmcore.data.synth import plan_cohort, synth_cohort
@@ -77,6 +78,8 @@ def synth(
         if value is not None and (len(value) != 3 or min(value) <= 0):
             raise ValueError(f"{name} needs three positive numbers X,Y,Z")
     plan_cohort(cases, seed, layout, shape_t, spacing_t)  # validates before any file is written
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ValueError(f"{out} is not empty: choose a new folder or pass --force to write into it")
     with progress_bar() as bar:
         task = bar.add_task("synthesising studies", total=cases)
         cohort = synth_cohort(
@@ -260,24 +263,35 @@ def segment(
 ) -> None:
     """Segment studies: OUT/<study>_seg.nii.gz (input geometry) and OUT/<study>_lesions.csv."""
     from bmcore.inference import load_predictor, segment_study
-    from bmcore.io import find_studies
+    from bmcore.io import StudyError, find_studies
 
     refs = find_studies(study)
     predictor = load_predictor(model, device=device)
+    failed = 0
     with progress_bar() as bar:
         for ref in refs:
             task = bar.add_task(f"segmenting {ref.study_id}", total=None)
-            result = segment_study(
-                predictor,
-                ref,
-                out,
-                batch_size,
-                tta,
-                on_batch=lambda i, n, t=task: bar.update(t, completed=i, total=n),
-            )
+            try:
+                result = segment_study(
+                    predictor,
+                    ref,
+                    out,
+                    batch_size,
+                    tta,
+                    on_batch=lambda i, n, t=task: bar.update(t, completed=i, total=n),
+                )
+            except StudyError as exc:
+                if len(refs) == 1:
+                    raise
+                failed += 1  # one bad study does not stop the others
+                typer.echo(f"FAIL {exc}")
+                continue
             typer.echo(
                 f"{ref.study_id}: {len(result.lesions)} lesion(s) → {result.mask_path}, {result.lesions_path}"
             )
+    if failed:
+        typer.echo(f"{failed} of {len(refs)} studies could not be segmented", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
