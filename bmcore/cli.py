@@ -641,6 +641,68 @@ def token_revoke(
         typer.echo(f"revoked {revoke_token(session, email, name)} token(s)")
 
 
+@app.command()
+def cohort(
+    data: Path = typer.Argument(..., help="A data folder or CSV manifest."),
+    out: Path = typer.Option(Path("cohort-report"), "-o", "--out", help="Folder for cohort.json and PNGs."),
+    seed: int = typer.Option(0, help="Split seed."),
+    predictions: Path | None = typer.Option(
+        None, help="Folder of predicted masks <study>_seg.nii.gz (from bmseg segment) for their class shares."
+    ),
+) -> None:
+    """The cohort at a glance: patients, primary cancers, lesions, split, class shares (JSON + PNG plots)."""
+    from bmcore.cohort import format_table, write_cohort_report
+
+    masks = None
+    if predictions is not None:
+        if not predictions.is_dir():
+            raise ValueError(f"--predictions {predictions}: not a folder")
+        masks = {p.name[: -len("_seg.nii.gz")]: p for p in sorted(predictions.glob("*_seg.nii.gz"))}
+    summary = write_cohort_report(data, out, predictions=masks, seed=seed)
+    typer.echo(format_table(summary))
+    typer.echo(f"\nwrote {out / 'cohort.json'} and {len(summary['plots'])} plot(s) to {out}")
+
+
+patients_app = typer.Typer(help="Patient metadata (primary cancer, clinical fields).", no_args_is_help=True)
+app.add_typer(patients_app, name="patients")
+
+
+@patients_app.command("import")
+def patients_import(
+    source: Path = typer.Argument(
+        ..., help="A CSV of per-patient fields, or a synthetic cohort folder (its cohort.json)."
+    ),
+    create_missing: bool = typer.Option(
+        False, "--create-missing", help="Create patients the database does not know."
+    ),
+    allow_extra: bool = typer.Option(False, "--allow-extra", help="Store unknown columns as they are."),
+    column: list[str] = typer.Option(
+        [],
+        "--column",
+        help="HEADER=FIELD: read a column as patient_id, primary_cancer, age, sex, … or extra.",
+    ),
+) -> None:
+    """Import patient metadata, all or nothing (an error writes nothing); column names: bmcore.patients."""
+    from bmcore.db import init_db, session_scope
+    from bmcore.patients import import_cohort_json, import_metadata
+
+    mapping = {}
+    for item in column:
+        header, sep, name = item.rpartition("=")
+        if not sep or not header or not name:
+            raise ValueError(f"--column {item!r}: expected HEADER=FIELD")
+        mapping[header] = name.strip()
+    init_db()
+    with session_scope() as session:
+        if source.is_dir() or source.suffix.lower() == ".json":
+            report = import_cohort_json(session, source)
+        else:
+            report = import_metadata(
+                session, source, mapping, create_missing=create_missing, allow_extra=allow_extra
+            )
+    typer.echo(report.summary())
+
+
 def main() -> None:
     """Console entry point: usage errors as Click shows them; user errors as one line, exit code 2."""
     try:

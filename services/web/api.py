@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 from bmcore.db import JOB_STATUSES, JOB_TYPES, Study
 from bmcore.jobs import JobParamsError, QueueUnavailable, job_to_dict, list_jobs, submit_job
 from bmcore.jobs import cancel_job as request_cancel
+from bmcore.patients import apply_patient_update, patient_to_dict, validate_patient_update
 from services.web.auth import load_api_user
 from services.web.common import (
     WebError,
@@ -22,6 +23,14 @@ from services.web.common import (
     visible_job,
     visible_studies,
     visible_study,
+)
+from services.web.dashboard import (
+    can_edit_patient,
+    cohort_summary,
+    patient_studies,
+    seed_argument,
+    visible_patient,
+    visible_patients,
 )
 from services.web.openapi import openapi_document
 from services.web.uploads import store_study_upload
@@ -159,6 +168,52 @@ def models():
         current_app.logger.warning("model registry unavailable: %s", exc)
         raise WebError(503, f"registry unavailable: {type(exc).__name__}: {exc}") from None
     return jsonify(models=overview)
+
+
+@bp.get("/patients")
+def list_patients():
+    user = g.user
+    patients = visible_patients(db(), user, limit=_limit())
+    return jsonify(
+        patients=[
+            patient_to_dict(patient)
+            | {"studies": sum(1 for s in patient.studies if user.is_admin or s.owner_id == user.id)}
+            for patient in patients
+        ]
+    )
+
+
+def _patient_detail(patient) -> dict[str, Any]:
+    studies = [study_to_dict(study) for study in patient_studies(g.user, patient)]
+    return patient_to_dict(patient, studies) | {"can_edit": can_edit_patient(g.user, patient)}
+
+
+@bp.get("/patients/<int:patient_id>")
+def get_patient(patient_id: int):
+    return jsonify(_patient_detail(visible_patient(db(), g.user, patient_id)))
+
+
+@bp.patch("/patients/<int:patient_id>")
+def update_patient(patient_id: int):
+    session = db()
+    patient = visible_patient(session, g.user, patient_id)
+    if not can_edit_patient(g.user, patient):
+        raise WebError(
+            403, f"patient {patient.pseudonym} has studies of other users; only an admin may edit it"
+        )
+    try:
+        primary, primary_given, clinical = validate_patient_update(_json_body())
+    except ValueError as exc:
+        raise WebError(400, str(exc)) from None
+    apply_patient_update(patient, primary, primary_given, clinical)
+    session.commit()
+    return jsonify(_patient_detail(patient))
+
+
+@bp.get("/cohort")
+def cohort():
+    summary, _ = cohort_summary(g.user, seed_argument())
+    return jsonify(summary)
 
 
 @bp.get("/openapi.json")

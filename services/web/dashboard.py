@@ -6,7 +6,12 @@ the session's CSRF token (checked in :func:`services.web.auth.load_dashboard_use
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -24,11 +29,19 @@ from flask import (
 )
 from sqlalchemy import select
 
-from bmcore.db import JOB_STATUSES, Job
+from bmcore import cohort as cohort_report
+from bmcore.config import get_settings
+from bmcore.db import JOB_STATUSES, Job, Patient, Study, User
 from bmcore.io import MODALITIES, StudyError
 from bmcore.jobs import JobParamsError, QueueUnavailable, list_jobs, submit_job
 from bmcore.jobs import cancel_job as request_cancel
 from bmcore.metrics import LABELS
+from bmcore.patients import (
+    CLINICAL_ALIASES,
+    PRIMARY_CANCER_TYPES,
+    apply_patient_update,
+    validate_patient_update,
+)
 from bmcore.run_config import ARCHS, TrainConfig
 from bmcore.tokens import authenticate
 from services.web import slices
@@ -440,3 +453,249 @@ def models():
         compare_url=mlflow_compare_link(base, run_ids, experiments),
         mlflow_ui_url=base,
     )
+
+
+# ---------------------------------------------------------------------------------------- cohort and patients
+# (the JSON API imports the helpers of this section)
+
+MAX_COHORT_STUDIES = 500
+MAX_PATIENT_JOBS = 50
+
+
+def cohort_cache_dir() -> Path:
+    """Where cohort reports, lesion tables and patient plots are cached (``data_dir/cache/cohort``)."""
+    configured = current_app.config.get("COHORT_CACHE_DIR")
+    return Path(configured) if configured else get_settings().cache_dir / "cohort"
+
+
+def seed_argument() -> int:
+    text = request.args.get("seed", "0")
+    if not text.isdigit() or int(text) >= 2**31:
+        raise WebError(400, "seed must be a whole number from 0 to 2147483647")
+    return int(text)
+
+
+def cohort_summary(user: User, seed: int = 0) -> tuple[dict[str, Any], Path]:
+    """The cohort report of the studies ``user`` can see (cached; drawn on first request): summary, folder.
+
+    Predictions: the newest succeeded segment job's mask of each study.
+    """
+    session = db()
+    studies = visible_studies(session, user, limit=MAX_COHORT_STUDIES)
+    predictions = {}
+    for study_row in studies:
+        segmentation = newest_segmentation(session, study_row)
+        if segmentation is not None:
+            try:
+                predictions[study_row.study_uid] = artifact_file(
+                    segmentation, f"{study_row.study_uid}_seg", current_app.config["RESULTS_DIR"]
+                )
+            except WebError:
+                continue
+    return cohort_report.database_report(
+        studies, cohort_cache_dir(), predictions, seed, current_app.config["MAX_VOXELS"]
+    )
+
+
+def visible_patient(session, user: User, patient_id: int) -> Patient:
+    """A patient ``user`` may see: admins see all; others the patients of their own studies."""
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise WebError(404, f"unknown patient id: {patient_id}")
+    if not user.is_admin and not any(s.owner_id == user.id for s in patient.studies):
+        raise WebError(403, f"patient {patient_id} has no studies of yours")
+    return patient
+
+
+def visible_patients(session, user: User, limit: int = 500) -> list[Patient]:
+    query = select(Patient).order_by(Patient.pseudonym).limit(limit)
+    if not user.is_admin:
+        query = query.where(Patient.studies.any(Study.owner_id == user.id))
+    return list(session.scalars(query))
+
+
+def patient_studies(user: User, patient: Patient) -> list[Study]:
+    """The patient's studies ``user`` can see, in visit order."""
+    return cohort_report.sort_visits([s for s in patient.studies if user.is_admin or s.owner_id == user.id])
+
+
+def can_edit_patient(user: User, patient: Patient) -> bool:
+    """Admins edit any patient; a user edits a patient whose studies are all theirs."""
+    return bool(user.is_admin) or (
+        bool(patient.studies) and all(s.owner_id == user.id for s in patient.studies)
+    )
+
+
+def patient_visits(user: User, patient: Patient) -> list[dict[str, Any]]:
+    """Every visible visit with its lesions: the newest segment job's lesion table, else the label's."""
+    session = db()
+    config = current_app.config
+    visits = []
+    for study_row in patient_studies(user, patient):
+        segmentation = newest_segmentation(session, study_row)
+        lesions, source, error = None, None, None
+        name = f"{study_row.study_uid}_lesions"
+        try:
+            if segmentation is not None and name in (segmentation.result.artifacts or {}):
+                lesions = read_lesion_table(artifact_file(segmentation, name, config["RESULTS_DIR"]))
+                source = "prediction"
+            else:
+                lesions = cohort_report.cached_study_lesions(
+                    study_row, cohort_cache_dir(), config["MAX_VOXELS"]
+                )
+                source = "ground truth" if lesions is not None else None
+        except (StudyError, OSError, WebError, UnicodeDecodeError, ValueError) as exc:
+            error = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        volumes = [_as_float(row.get("volume_ml")) for row in lesions or []]
+        visits.append(
+            {
+                "study": study_row,
+                "label": cohort_report.visit_label(study_row),
+                "segmentation": segmentation,
+                "lesions": lesions,
+                "source": source,
+                "error": error,
+                "volumes_ml": [v for v in volumes if v is not None],
+                "total_ml": round(sum(v for v in volumes if v is not None), 4) if lesions else None,
+            }
+        )
+    return visits
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def patient_jobs(user: User, studies: list[Study]) -> list[Job]:
+    if not studies:
+        return []
+    query = (
+        select(Job)
+        .where(Job.study_id.in_([s.id for s in studies]))
+        .order_by(Job.created_at.desc())
+        .limit(MAX_PATIENT_JOBS)
+    )
+    return [job for job in db().scalars(query) if user.is_admin or job.owner_id == user.id]
+
+
+@bp.get("/cohort")
+def cohort():
+    seed = seed_argument()
+    summary, folder = cohort_summary(g.user, seed)
+    pseudonyms = [p["patient_id"] for p in summary["patients"]]
+    rows = db().scalars(select(Patient).where(Patient.pseudonym.in_(pseudonyms))) if pseudonyms else []
+    patient_ids = {p.pseudonym: p.id for p in rows}
+    records = {r["study_id"]: r for r in summary["studies"]}
+    study_ids = {s.study_uid: s.id for s in visible_studies(db(), g.user, limit=MAX_COHORT_STUDIES)}
+    return render_template(
+        "cohort.html",
+        summary=summary,
+        seed=seed,
+        version=folder.name,
+        plots=summary.get("plots", {}),
+        titles=cohort_report.PLOT_TITLES,
+        patient_ids=patient_ids,
+        records=records,
+        study_ids=study_ids,
+        primary_types=PRIMARY_CANCER_TYPES,
+        classes=list(cohort_report.CLASSES),
+    )
+
+
+@bp.get("/cohort.json")
+def cohort_json():
+    summary, _ = cohort_summary(g.user, seed_argument())
+    return jsonify(summary)
+
+
+@bp.get("/cohort/plot.png")
+def cohort_plot():
+    name = request.args.get("name", cohort_report.PLOTS[0])
+    if name not in cohort_report.PLOTS:
+        raise WebError(400, f"name must be one of {', '.join(cohort_report.PLOTS)}")
+    summary, folder = cohort_summary(g.user, seed_argument())
+    if name not in summary.get("plots", {}):
+        raise WebError(404, f"no {name} plot for this cohort")
+    response = send_file(folder / summary["plots"][name], mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+@bp.get("/patients/<int:patient_id>")
+def patient(patient_id: int):
+    record = visible_patient(db(), g.user, patient_id)
+    visits = patient_visits(g.user, record)
+    known = list(CLINICAL_ALIASES)
+    clinical = dict(record.clinical or {})
+    return render_template(
+        "patient.html",
+        patient=record,
+        visits=visits,
+        jobs=patient_jobs(g.user, [v["study"] for v in visits]),
+        can_edit=can_edit_patient(g.user, record),
+        primary_types=PRIMARY_CANCER_TYPES,
+        clinical_fields=known + sorted(k for k in clinical if k not in known),
+        clinical=clinical,
+        has_volumes=any(v["volumes_ml"] for v in visits),
+        label_names=LABELS,
+    )
+
+
+@bp.post("/patients/<int:patient_id>")
+def update_patient(patient_id: int):
+    session = db()
+    record = visible_patient(session, g.user, patient_id)
+    if not can_edit_patient(g.user, record):
+        raise WebError(403, f"patient {record.pseudonym} has studies of other users; ask an admin to edit it")
+    form = request.form
+    body: dict[str, Any] = {}
+    if "primary_cancer" in form:
+        body["primary_cancer"] = form["primary_cancer"].strip() or None
+    clinical = {
+        key.removeprefix("clinical."): value.strip() or None
+        for key, value in form.items()
+        if key.startswith("clinical.")
+    }
+    new_key = form.get("new_key", "").strip()
+    if new_key:
+        clinical[new_key] = form.get("new_value", "").strip() or None
+    if clinical:
+        body["clinical"] = clinical
+    try:
+        primary, primary_given, checked = validate_patient_update(body)
+    except ValueError as exc:
+        flash(f"Not saved: {exc}", "error")
+        return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+    if body:
+        apply_patient_update(record, primary, primary_given, checked)
+        session.commit()
+        flash(f"Patient {record.pseudonym} saved.", "success")
+    return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+
+
+@bp.get("/patients/<int:patient_id>/volumes.png")
+def patient_volumes(patient_id: int):
+    record = visible_patient(db(), g.user, patient_id)
+    visits = [
+        {"label": f"{v['label']}\n{v['study'].study_uid}", "volumes_ml": v["volumes_ml"]}
+        for v in patient_visits(g.user, record)
+    ]
+    if not any(v["volumes_ml"] for v in visits):
+        raise WebError(404, f"patient {record.pseudonym} has no lesions to plot")
+    key = hashlib.sha256(json.dumps([cohort_report.CACHE_VERSION, visits]).encode()).hexdigest()[:32]
+    path = cohort_cache_dir() / "patients" / f"{key}.png"
+    if not path.is_file():
+        temp = path.with_name(f".{key}.{uuid.uuid4().hex}.png")
+        try:
+            cohort_report.plot_lesion_volumes(visits, temp)
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        cohort_report.prune_cache(path.parent, cohort_report.KEEP_PATIENT_PLOTS)
+    response = send_file(path, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return response

@@ -6,6 +6,7 @@ from typing import Any
 
 from bmcore.db import JOB_STATUSES, JOB_TYPES
 from bmcore.io import MODALITIES
+from bmcore.patients import PRIMARY_CANCER_TYPES
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -29,6 +30,7 @@ NOT_FOUND = _error("unknown id")
 BAD_REQUEST = _error("invalid input; the message says what is wrong")
 STUDY_ID = {"name": "study_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+PATIENT_ID = {"name": "patient_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 LIMIT = {
     "name": "limit",
     "in": "query",
@@ -143,6 +145,66 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
         ]
+    },
+    "Patient": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "pseudonym": {"type": "string", "description": "e.g. the 6-digit UCSF-BMSR patient number"},
+            "primary_cancer": {"type": ["string", "null"], "enum": [*PRIMARY_CANCER_TYPES, None]},
+            "clinical": {
+                "type": "object",
+                "description": (
+                    "clinical fields (age, sex, kps, histology, ...), imported with 'bmseg patients import'"
+                ),
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+            "studies": {"type": "integer", "description": "number of the patient's studies you can see"},
+        },
+    },
+    "PatientDetail": {
+        "allOf": [
+            _ref("Patient"),
+            {
+                "type": "object",
+                "properties": {
+                    "studies": {"type": "array", "items": _ref("Study"), "description": "in visit order"},
+                    "can_edit": {"type": "boolean"},
+                },
+            },
+        ]
+    },
+    "PatientUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "primary_cancer": {"type": ["string", "null"], "enum": [*PRIMARY_CANCER_TYPES, None]},
+            "clinical": {
+                "type": "object",
+                "description": "merged into the stored fields; null removes a key; age 0-150, kps 0-100",
+                "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+            },
+        },
+    },
+    "CohortSummary": {
+        "type": "object",
+        "description": (
+            "patients, studies and visits; primary cancers against the reference study's shares; lesions "
+            "per study and diameters (26-connected tumour-core components); the patient-level split; "
+            "NETC/SNFH/ET shares of tumour voxels in labels and in the newest predictions"
+        ),
+        "properties": {
+            "counts": {"type": "object"},
+            "visits_per_patient": {"type": "object"},
+            "primary_cancer": {"type": "object"},
+            "lesions": {"type": "object"},
+            "split": {"type": ["object", "null"]},
+            "class_distribution": {"type": "object"},
+            "patients": {"type": "array", "items": {"type": "object"}},
+            "studies": {"type": "array", "items": {"type": "object"}},
+            "skipped": {"type": "array", "items": {"type": "object"}},
+            "plots": {"type": "object", "description": "plot name -> PNG file (shown on /cohort)"},
+        },
     },
     "RegisteredModel": {
         "type": "object",
@@ -374,6 +436,76 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "401": UNAUTHORIZED,
                         "503": _error("the registry is unavailable"),
+                    },
+                }
+            },
+            "/api/v1/patients": {
+                "get": {
+                    "summary": "Patients you can see (an admin sees all), by pseudonym",
+                    "operationId": "listPatients",
+                    "parameters": [LIMIT],
+                    "responses": {
+                        "200": _ok(
+                            "patients",
+                            {
+                                "type": "object",
+                                "properties": {"patients": {"type": "array", "items": _ref("Patient")}},
+                            },
+                        ),
+                        "400": BAD_REQUEST,
+                        "401": UNAUTHORIZED,
+                    },
+                }
+            },
+            "/api/v1/patients/{patient_id}": {
+                "get": {
+                    "summary": "One patient with its studies",
+                    "operationId": "getPatient",
+                    "parameters": [PATIENT_ID],
+                    "responses": {
+                        "200": _ok("the patient", _ref("PatientDetail")),
+                        "401": UNAUTHORIZED,
+                        "403": FORBIDDEN,
+                        "404": NOT_FOUND,
+                    },
+                },
+                "patch": {
+                    "summary": "Edit a patient's primary cancer and clinical fields",
+                    "description": (
+                        "Admins edit any patient; a user edits a patient whose studies are all theirs."
+                    ),
+                    "operationId": "updatePatient",
+                    "parameters": [PATIENT_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("PatientUpdate")}},
+                    },
+                    "responses": {
+                        "200": _ok("the patient after the edit", _ref("PatientDetail")),
+                        "400": BAD_REQUEST,
+                        "401": UNAUTHORIZED,
+                        "403": FORBIDDEN,
+                        "404": NOT_FOUND,
+                        "415": _error("the body is not application/json"),
+                    },
+                },
+            },
+            "/api/v1/cohort": {
+                "get": {
+                    "summary": "The cohort summary of the studies you can see (computed once, then cached)",
+                    "operationId": "getCohort",
+                    "parameters": [
+                        {
+                            "name": "seed",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                            "description": "seed of the patient-level split",
+                        }
+                    ],
+                    "responses": {
+                        "200": _ok("the summary", _ref("CohortSummary")),
+                        "400": BAD_REQUEST,
+                        "401": UNAUTHORIZED,
                     },
                 }
             },

@@ -23,7 +23,7 @@ from bmcore.tokens import (
 from .conftest import PASSWORD, form_csrf, sign_in
 
 OPEN_ENDPOINTS = {"static", "healthz", "dashboard.sign_in"}
-SAMPLE_VALUES = {"job_id": "0" * 32, "study_id": 1, "name": "curves", "filename": "app.css"}
+SAMPLE_VALUES = {"job_id": "0" * 32, "study_id": 1, "name": "curves", "filename": "app.css", "patient_id": 1}
 
 
 def _concrete(rule) -> str:

@@ -58,6 +58,7 @@ def main(config: dict) -> dict:
         "job_id": config["job_id"],
         "name": config["artifact"],
         "filename": "app.js",
+        "patient_id": api.get("/api/v1/patients", headers=bearer).json["patients"][0]["id"],
     }
     # Sign-in and sign-out last: both start a new session (and a new CSRF token).
     rules = sorted(
@@ -95,6 +96,8 @@ def main(config: dict) -> dict:
                     "csrf_token": csrf,
                 }
                 response = client.post(path, data=form)
+            elif method == "PATCH":
+                response = client.patch(path, json={}, headers=headers)
             elif endpoint == "dashboard.sign_in":
                 web.post("/sign-out", data={"csrf_token": csrf})
                 response, csrf = sign_in()
