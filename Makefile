@@ -33,6 +33,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -c requirements.lock -e '.[bench]'  # MONAI, for the side-by-side U-Net figures
 	$(PY) bench/run_all.py
 
 clean:

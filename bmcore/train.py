@@ -76,10 +76,16 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
 
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed slice size: let cuDNN pick the fastest kernels
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model = build_model(config.arch, **config.model_args()).to(device)
     if config.channels_last:  # also ~3x faster training convolutions on CPU (measured, torch 2.13)
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+    if config.compile:  # shares the parameters; save_checkpoint unwraps it (``_orig_mod``)
+        model = torch.compile(model)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
@@ -89,10 +95,12 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
     sampler = lesion_sampler(train_set, config.lesion_fraction, config.samples_per_epoch or None, config.seed)
     loader_args = {
         "batch_size": config.batch_size,
-        "num_workers": config.num_workers,
+        "num_workers": config.num_workers,  # on a GPU, give it several (8 or more) to keep it fed
         "pin_memory": device.type == "cuda",
         "persistent_workers": config.num_workers > 0,
     }
+    if device.type == "cuda" and config.num_workers > 0:
+        loader_args["prefetch_factor"] = 4
     train_loader = DataLoader(
         train_set, sampler=sampler, drop_last=len(train_set) > config.batch_size, **loader_args
     )
@@ -104,10 +112,16 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
 
 def _merge_partial_predictions(pred: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
     """For enhancing-only samples, predictions other than enhancing count as 'not enhancing' (0)."""
-    if partial.any():
+    if pred.device.type == "cuda" or partial.any():  # no `if` on a CUDA value: it would wait for the GPU
         merged = torch.where(pred == 3, pred, torch.zeros_like(pred))
         pred = torch.where(partial[:, None, None], merged, pred)
     return pred
+
+
+def _confusion_counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
+    """:func:`bmcore.metrics.confusion_matrix` (rows target, columns prediction), flattened, computed
+    where the tensors are, so that a GPU loop adds it up without copying every batch to the host."""
+    return torch.bincount((label.long() * num_classes + pred).flatten(), minlength=num_classes**2)
 
 
 def epoch_figures(prefix: str, loss_sum: float, batches: int, confusion: np.ndarray) -> dict:
@@ -137,6 +151,9 @@ def run_epoch(
     model.train(train)
     confusion = np.zeros((4, 4), dtype=np.int64)
     loss_sum, batches = 0.0, 0
+    on_gpu = device.type == "cuda"  # on a GPU, loss and confusion add up on the device: no sync per batch
+    gpu_loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    gpu_confusion = torch.zeros(16, dtype=torch.int64, device=device)
     autocast = device.type == "cuda" and config.mixed_precision
     context = torch.enable_grad() if train else torch.inference_mode()
     total = len(loader)
@@ -155,12 +172,19 @@ def run_epoch(
                 parts.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 parts.optimizer.step()
-            loss_sum += float(loss.detach())
             batches += 1
             pred = _merge_partial_predictions(logits.detach().argmax(1), partial)
-            confusion += metrics.confusion_matrix(pred.cpu().numpy(), label.cpu().numpy())
+            if on_gpu:
+                gpu_loss_sum += loss.detach()
+                gpu_confusion += _confusion_counts(pred, label)
+            else:
+                loss_sum += float(loss.detach())
+                confusion += metrics.confusion_matrix(pred.cpu().numpy(), label.cpu().numpy())
             if on_batch is not None:
                 on_batch(index + 1, total)
+    if on_gpu:
+        loss_sum += float(gpu_loss_sum)
+        confusion += gpu_confusion.view(4, 4).cpu().numpy()
     return loss_sum, batches, confusion
 
 
@@ -212,7 +236,7 @@ def fit(
     start_epoch, bad_epochs = 1, 0
     if resume and last_path.exists():
         _, checkpoint = load_checkpoint(last_path, map_location=None)
-        parts.model.load_state_dict(checkpoint["state_dict"])
+        getattr(parts.model, "_orig_mod", parts.model).load_state_dict(checkpoint["state_dict"])
         extra = checkpoint["extra"]
         parts.optimizer.load_state_dict(extra["optimizer"])
         parts.scheduler.load_state_dict(extra["scheduler"])
