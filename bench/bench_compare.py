@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--base-channels", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--samples-per-epoch", type=int, default=1200)
-    parser.add_argument("--loss", default="dice_ce", help="ce (the study's) or dice_ce (converges faster on CPU)")
+    parser.add_argument(
+        "--loss", default="dice_ce", help="ce (the study's) or dice_ce (converges faster on CPU)"
+    )
     parser.add_argument("--result", type=Path, default=HERE / "results" / "compare_cpu.json")
     args = parser.parse_args()
     os.environ.setdefault("BMSEG_DATA_DIR", str(HERE / "data" / "bmseg-data"))

@@ -142,5 +142,7 @@ def test_quick_demo_trains_and_evaluates_three_models_through_the_queue(tmp_path
         text=True,
         timeout=60,
     )
-    rows = [line.split("│") for line in check.stdout.splitlines() if "│ train" in line or "│ evaluate" in line]
+    rows = [
+        line.split("│") for line in check.stdout.splitlines() if "│ train" in line or "│ evaluate" in line
+    ]
     assert len(rows) == 6 and all(row[3].strip() == "succeeded" for row in rows), check.stdout
