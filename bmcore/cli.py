@@ -703,6 +703,77 @@ def patients_import(
     typer.echo(report.summary())
 
 
+def queue_parent_job(job_type: str, params: dict, wait: bool, table_artifact: str) -> None:
+    """Queue a sweep or cross-validation job; with ``wait``, follow it and print its table."""
+    from bmcore.db import Result, init_db, session_scope
+    from bmcore.jobs import submit_job
+
+    init_db()
+    with session_scope() as session:
+        job_id = submit_job(session, job_type, {k: v for k, v in params.items() if v is not None}).id
+    typer.echo(f"queued {job_type} job {job_id} (its table when done: bmseg job {job_id})")
+    if not wait:
+        return
+    try:
+        follow_job(job_id)
+    finally:
+        with session_scope() as session:
+            result = session.query(Result).filter_by(job_id=job_id).one_or_none()
+            table = result.artifacts.get(table_artifact) if result is not None else None
+        path = Path(table) if table else None
+        if path is not None and path.is_file():
+            typer.echo(path.read_text())
+
+
+@submit_app.command("sweep")
+def submit_sweep(
+    data: Path = typer.Option(..., "--data", help="Data folder or CSV manifest (as the workers see it)."),
+    grid: str | None = typer.Option(
+        None, "--grid", help="Every combination of 'lr=1e-3,3e-4;arch=unet,cnn' (any TrainConfig field)."
+    ),
+    random_space: str | None = typer.Option(
+        None, "--random", help="Ranges and choices to draw from: 'lr=1e-4:1e-2;dropout=0:0.5;arch=unet,cnn'."
+    ),
+    budget: int | None = typer.Option(None, "--budget", help="How many configurations (random: required)."),
+    base: str = typer.Option("", "--base", help="Training parameters of every child: 'epochs=2,size=64'."),
+    seed: int = typer.Option(0, "--seed", help="Random-search seed."),
+    split_seed: int = typer.Option(0, "--split-seed", help="The one patient split all children share."),
+    promote_best: bool = typer.Option(False, "--promote-best", help="Move champion to the best child."),
+    wait: bool = typer.Option(False, "--wait", help="Follow progress, then print the ranked table."),
+) -> None:
+    """Queue a hyperparameter sweep: one train job per configuration, ranked by validation lesion Dice."""
+    from bmcore.sweeps import parse_assignments, parse_grid, parse_random
+
+    if (grid is None) == (random_space is None):
+        raise typer.BadParameter("give exactly one of --grid and --random")
+    params = {
+        "data": str(data.absolute()),
+        "grid": parse_grid(grid) if grid is not None else None,
+        "random": parse_random(random_space) if random_space is not None else None,
+        "budget": budget,
+        "seed": seed,
+        "split_seed": split_seed,
+        "base": parse_assignments(base),
+        "promote_best": promote_best,
+    }
+    queue_parent_job("sweep", params, wait, "ranking_md")
+
+
+@submit_app.command("crossval")
+def submit_crossval(
+    data: Path = typer.Option(..., "--data", help="Data folder or CSV manifest (as the workers see it)."),
+    folds: int = typer.Option(5, "--folds", help="k patient folds (2 to 10)."),
+    base: str = typer.Option("", "--base", help="Training parameters of every fold: 'epochs=2,size=64'."),
+    seed: int = typer.Option(0, "--seed", help="Fold assignment seed."),
+    wait: bool = typer.Option(False, "--wait", help="Follow progress, then print per-fold and mean ± std."),
+) -> None:
+    """Queue a k-fold cross-validation by patient: one train job per fold, out-of-fold metrics pooled."""
+    from bmcore.sweeps import parse_assignments
+
+    params = {"data": str(data.absolute()), "folds": folds, "base": parse_assignments(base), "seed": seed}
+    queue_parent_job("crossval", params, wait, "crossval_md")
+
+
 def main() -> None:
     """Console entry point: usage errors as Click shows them; user errors as one line, exit code 2."""
     try:

@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     # Longest job we expect (seconds); the Redis visibility timeout is set above it.
     max_job_seconds: int = 48 * 3600
+    # A running job's worker touches ``heartbeat_at`` this often; a job silent for ``stale_after_seconds``
+    # lost its worker and is re-queued (or failed after ``max_attempts``) by the reaper, which every
+    # worker runs every ``reap_interval_seconds`` (bmcore.reaper).
+    heartbeat_seconds: float = 15.0
+    stale_after_seconds: float = 120.0
+    reap_interval_seconds: float = 30.0
+    # Dashboard sign-in: this many failed attempts per e-mail and client address within the window
+    # lock that pair out until the window ends (HTTP 429).
+    sign_in_max_failures: int = 10
+    sign_in_window_seconds: int = 300
 
     @model_validator(mode="after")
     def _fill_defaults_and_refuse_unsafe(self) -> Settings:
@@ -43,6 +53,13 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{self.data_dir / 'mlflow.db'}"
         if not self.mlflow_artifact_root:
             self.mlflow_artifact_root = str(self.data_dir / "mlartifacts")
+        if not 0 < 2 * self.heartbeat_seconds < self.stale_after_seconds:
+            raise ValueError(
+                f"BMSEG_STALE_AFTER_SECONDS ({self.stale_after_seconds}) must exceed twice "
+                f"BMSEG_HEARTBEAT_SECONDS ({self.heartbeat_seconds}), which must be positive"
+            )
+        if self.reap_interval_seconds <= 0:
+            raise ValueError("BMSEG_REAP_INTERVAL_SECONDS must be positive")
         if self.env == "production" and self.secret_key == DEFAULT_SECRET:
             raise ValueError(
                 "BMSEG_SECRET_KEY is unset: production mode refuses the default secret key; "

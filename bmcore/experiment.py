@@ -88,12 +88,20 @@ def train_run(
     split_seed: int = 0,
     show_progress: bool = True,
     prepared: PreparedData | None = None,
+    split: dict | None = None,
 ) -> RunOutcome:
-    """Train ``config.arch`` on ``data_dir``; saves the split and checkpoints in ``out_dir``."""
+    """Train ``config.arch`` on ``data_dir``; saves the split and checkpoints in ``out_dir``.
+
+    ``split``: an explicit split (as split.json; e.g. a cross-validation fold) instead of ``split_seed``'s.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepared or prepare_data(
-        data_dir, config, split_seed, progress=(lambda f, m: progress(0.1 * f, m)) if progress else None
+        data_dir,
+        config,
+        split_seed,
+        progress=(lambda f, m: progress(0.1 * f, m)) if progress else None,
+        split=split,
     )
     save_split(prepared.split, out_dir / "split.json")
     parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)

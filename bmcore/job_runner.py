@@ -4,10 +4,15 @@ The job row is the truth (DESIGN.md §6): each step re-reads it, so a task deliv
 finished and does nothing, and a redelivered training job resumes from its ``last.pt`` and its MLflow
 run. Cancellation is cooperative: ``should_stop`` reads the row's ``cancel_requested`` flag (at most once
 a second) between batches. Errors are recorded as one readable line, the traceback as a log event.
+
+A child of a sweep or cross-validation (``parent_id``) tells its parent when it ends
+(:func:`bmcore.sweeps.notify_parent`); the parent's own task runs in short steps (:func:`run_parent`)
+and never waits for its children, so one worker consuming both queues cannot deadlock.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import traceback
@@ -17,8 +22,11 @@ from pathlib import Path
 from bmcore import jobs
 from bmcore.config import get_settings
 from bmcore.db import Study, session_scope
+from bmcore.reaper import Heartbeat, registered_version
 
 CANCELLED = ("TrainingCancelled", "InferenceCancelled")
+
+log = logging.getLogger(__name__)
 
 
 class Throttle:
@@ -40,8 +48,28 @@ def job_dir(job_id: str) -> Path:
 
 
 def run_job(job_id: str, worker_host: str | None = None) -> str | None:
-    """Run one job to its end; returns its final status (None when there was nothing to run)."""
-    worker_host = worker_host or socket.gethostname()
+    """Run one job to its end; returns its final status (None when there was nothing to run).
+
+    A job with a parent then reports to it, even when it was not run (cancelled before it started).
+    """
+    status = _run_job(job_id, worker_host or socket.gethostname())
+    try:
+        from bmcore.sweeps import notify_parent
+
+        notify_parent(job_id)
+    except Exception:  # the parent's recheck step catches up; this job's outcome stands
+        log.warning("could not notify the parent of job %s:\n%s", job_id, traceback.format_exc())
+    return status
+
+
+def run_parent(job_id: str, step: str = "start", worker_host: str | None = None) -> str | None:
+    """One short step of a sweep or cross-validation parent (:func:`bmcore.sweeps.advance`)."""
+    from bmcore.sweeps import advance
+
+    return advance(job_id, step, worker_host or socket.gethostname())
+
+
+def _run_job(job_id: str, worker_host: str) -> str | None:
     with session_scope() as session:
         job = jobs.claim_job(session, job_id, worker_host)
         if job is None:
@@ -60,7 +88,10 @@ def run_job(job_id: str, worker_host: str | None = None) -> str | None:
     progress = Throttle(report, 1.0)
     try:
         runner = RUNNERS[job_type]
-        metrics, artifacts = runner(job_id, params, run_id, study_id, progress, lambda: bool(cancel_check()))
+        with Heartbeat(job_id):  # a worker that vanishes stops beating; bmcore.reaper re-queues its job
+            metrics, artifacts = runner(
+                job_id, params, run_id, study_id, progress, lambda: bool(cancel_check())
+            )
         with session_scope() as session:
             jobs.record_result(session, job_id, metrics, artifacts)
             jobs.finish_job(session, job_id, "succeeded")
@@ -94,13 +125,24 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
     params = dict(params)
     data = params.pop("data")
     split_seed = int(params.pop("split_seed", params.get("seed", 0)))
+    split = params.pop("split", None)
+    if isinstance(split, str):
+        from bmcore.data.split import load_split
+
+        split = load_split(split)
+    evaluate_test = bool(params.pop("evaluate_test", False))
+    parent_run_id = params.pop("mlflow_parent_run_id", None)
+    params.pop("config_hash", None)
     params.setdefault("num_workers", 0)
     config = TrainConfig.from_dict(params)
+    # A lost attempt that got as far as registering the model: finish without a second registry version.
+    registered = registered_version(run_id) if run_id else None
     summary = tracked_train(
         data,
         config,
         job_dir(job_id),
         resume=True,
+        track=registered is None,
         run_id=run_id,
         run_name=f"job-{job_id[:8]}-{config.arch}",
         tags={"bmseg.job_id": job_id},
@@ -109,7 +151,10 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
         progress=progress,
         on_run=_remember_run(job_id),
         show_progress=False,
+        split=split,
+        parent_run_id=parent_run_id,
     )
+    summary["registered"] = summary["registered"] or registered
     metrics = dict(summary["metrics"]) | {
         "registered": summary["registered"],
         "run_id": summary["run_id"],
@@ -121,7 +166,47 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
         "split": str(Path(summary["out_dir"]) / "split.json"),
         "history": str(Path(summary["out_dir"]) / "history.json"),
     }
+    if evaluate_test:
+        figures, artifacts["test_cases"] = _score_test_studies(
+            job_id, data, summary, config.device, progress, should_stop
+        )
+        metrics |= figures
     return metrics, artifacts
+
+
+def _score_test_studies(job_id: str, data, summary: dict, device: str, progress, should_stop):
+    """Score the best checkpoint on the run's test studies (whole volumes, every convention): the
+    ``test_*`` figures and ``test_cases.json`` (per-study results, pooled by a cross-validation parent)."""
+    import json
+
+    from bmcore import io
+    from bmcore.data.split import load_split
+    from bmcore.evaluation import evaluate_studies
+    from bmcore.inference import load_predictor
+
+    test_ids = set(load_split(Path(summary["out_dir"]) / "split.json")["studies"]["test"])
+    refs = [ref for ref in io.find_studies(data) if ref.study_id in test_ids]
+    scorable = [r for r in refs if r.label is not None and r.label_kind == "multiclass"]
+    result = {"summary": None, "cases": [], "skipped": []}
+    if scorable:
+        predictor = load_predictor(summary["checkpoint"], device=device)
+        result = evaluate_studies(
+            predictor,
+            refs,
+            on_study=lambda i, n, s: progress(0.95, f"tested {s} ({i}/{n})"),
+            should_stop=should_stop,
+        )
+    else:
+        result["skipped"] = [{"study_id": r.study_id, "reason": "no 3-class label"} for r in refs]
+    path = job_dir(job_id) / "test_cases.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    figures = {
+        f"test_{key}": value
+        for key, value in (result["summary"] or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    return figures | {"test_studies": len(result["cases"])}, str(path)
 
 
 def _study_refs(params: dict, study_id: int | None):

@@ -5,6 +5,10 @@ Life of a job::
     queued --claim_job--> running --finish_job--> succeeded | failed | cancelled
        \\--cancel_job--> cancelled
 
+Parent jobs (``sweep``, ``crossval``) fan out into child ``train`` jobs (``parent_id``); their
+validation, fan-out and aggregation live in :mod:`bmcore.sweeps`, and cancelling a parent cancels its
+unfinished children.
+
 The row is the truth (DESIGN.md §6). ``submit_job`` commits the row before queueing the task by
 name, and marks it failed if the broker cannot take it, so a job is never silently dropped. Tasks
 receive only the job id, re-read the row with ``claim_job`` and are safe to run twice: a finished or
@@ -25,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bmcore.db import EVENT_LEVELS, FINISHED_STATUSES, JOB_STATUSES, JOB_TYPES, Job, JobEvent, Result, utcnow
-from bmcore.queueing import QUEUE_FOR_TASK, TASK_NAMES, celery_client
+from bmcore.queueing import PARENT_TASK_NAMES, QUEUE_FOR_TASK, TASK_NAMES, celery_client
 
 ARCHITECTURES = ("unet", "cnn", "fcn")
 
@@ -46,9 +50,29 @@ class QueueUnavailable(RuntimeError):
         self.job = job
 
 
-# Training parameters the worker takes out before building its TrainConfig (bmcore.job_runner.run_train).
-TRAIN_EXTRA_PARAMS = ("data", "split_seed")
+# Training parameters the worker takes out before building its TrainConfig (bmcore.job_runner.run_train):
+# ``split`` an explicit split (a dict like split.json, or its path), ``evaluate_test`` scores the best
+# model on the split's test studies, and the bookkeeping of sweep and cross-validation children.
+TRAIN_EXTRA_PARAMS = ("data", "split_seed", "split", "evaluate_test", "mlflow_parent_run_id", "config_hash")
 PATH_PARAMS = ("data", "study_dir", "model", "split")
+SPLIT_SIDES = ("train", "val", "test")
+
+
+def _check_split(split: Mapping[str, Any]) -> None:
+    """An explicit train split: ``{"studies": {"train": [...], "val": [...], "test": [...]}, ...}``."""
+    studies = split.get("studies")
+    if not isinstance(studies, Mapping) or set(studies) != set(SPLIT_SIDES):
+        raise JobParamsError("params.split needs studies.train, studies.val and studies.test (lists of ids)")
+    seen: set[str] = set()
+    for side in SPLIT_SIDES:
+        ids = studies[side]
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise JobParamsError(f"params.split.studies.{side} must be a list of study ids")
+        if side != "test" and not ids:
+            raise JobParamsError(f"params.split.studies.{side} is empty")
+        if seen & set(ids):
+            raise JobParamsError(f"params.split puts study {sorted(seen & set(ids))[0]} on two sides")
+        seen |= set(ids)
 
 
 def validate_job(type: str, params: Mapping[str, Any], study_id: int | None = None) -> dict[str, Any]:
@@ -72,11 +96,20 @@ def validate_job(type: str, params: Mapping[str, Any], study_id: int | None = No
     if "arch" in params and params["arch"] not in ARCHITECTURES:
         raise JobParamsError(f"unknown arch {params['arch']!r}; expected one of {', '.join(ARCHITECTURES)}")
     for key in PATH_PARAMS:
-        if key in params and (not isinstance(params[key], str) or not params[key].strip()):
+        if key == "split" and type == "train" and isinstance(params.get(key), Mapping):
+            _check_split(params[key])
+        elif key in params and (not isinstance(params[key], str) or not params[key].strip()):
             raise JobParamsError(f"params.{key} must be a non-empty string")
-    if type == "train":
+    if type in PARENT_TASK_NAMES:
+        from bmcore.sweeps import is_parent_spec, validate_parent
+
+        if is_parent_spec(type, params):
+            params = validate_parent(type, params)
+    elif type == "train":
         if "data" not in params:
             raise JobParamsError("a train job needs params.data (the data set folder or CSV manifest)")
+        if not isinstance(params.get("evaluate_test", False), bool):
+            raise JobParamsError("params.evaluate_test must be true or false")
         try:
             TrainConfig.from_dict({k: v for k, v in params.items() if k not in TRAIN_EXTRA_PARAMS})
         except (ValueError, TypeError) as exc:
@@ -103,16 +136,24 @@ def submit_job(
 ) -> Job:
     """Validate, write a queued job row, commit, then queue its task by name.
 
-    ``send=False`` only writes the row (e.g. a sweep or cross-validation parent whose children are
-    train jobs). Raises ``JobParamsError`` before writing anything, and ``QueueUnavailable`` (the row
-    kept, marked failed with "could not queue: …") when the broker cannot be reached.
+    ``send=False`` only writes the row (e.g. the children of a sweep, sent once all of them exist, or a
+    bare parent row grouping jobs queued by hand). A sweep or cross-validation job with its search
+    (``grid``/``random``, ``folds``) is queued on the ``cpu`` queue, where its task fans out into child
+    train jobs (:mod:`bmcore.sweeps`). Raises ``JobParamsError`` before writing anything, and
+    ``QueueUnavailable`` (the row kept, marked failed with "could not queue: …") when the broker cannot
+    be reached.
     """
     clean_params = validate_job(type, params or {}, study_id)
     task_name = TASK_NAMES.get(type)
+    if type in PARENT_TASK_NAMES:
+        from bmcore.sweeps import is_parent_spec
+
+        task_name = PARENT_TASK_NAMES[type] if is_parent_spec(type, clean_params) else None
     if send and task_name is None:
+        spec = "params.grid or params.random" if type == "sweep" else "params.folds"
         raise JobParamsError(
-            f"job type {type!r} has no worker task; submit it with send=False as the parent of its "
-            f"{'/'.join(TASK_NAMES)} jobs"
+            f"job type {type!r} has no worker task without {spec}; submit it with send=False as the parent "
+            f"of its {'/'.join(TASK_NAMES)} jobs"
         )
     job = Job(
         type=type,
@@ -127,7 +168,15 @@ def submit_job(
     session.commit()
     if not send or task_name is None:
         return job
+    return send_job(session, job, task_name)
 
+
+def send_job(session: Session, job: Job, task_name: str | None = None) -> Job:
+    """Queue the task of a job row already written (``submit_job(send=False)``), by name.
+
+    Raises ``QueueUnavailable`` (the row marked failed with "could not queue: …") when the broker refuses.
+    """
+    task_name = task_name or TASK_NAMES.get(job.type) or PARENT_TASK_NAMES[job.type]
     try:
         # ignore_result: the job row is the result; no result-backend subscription per task.
         celery_client().send_task(
@@ -186,22 +235,38 @@ def list_jobs(
 def cancel_job(session: Session, job_id: str) -> Job:
     """Ask for a job to stop. Queued: cancelled at once. Running: the worker stops between steps.
 
-    A finished job is returned unchanged.
+    A finished job is returned unchanged. Unfinished children (``parent_id``) are cancelled the same way,
+    in the same transaction; when none of them is still running, a parent's task is sent to record what
+    finished and end the parent (otherwise the last running child's end does it, see bmcore.sweeps).
     """
     job = _lock_job(session, job_id)
     if job.status in FINISHED_STATUSES:
         session.commit()
         return job
+    _request_cancel(session, job, "cancelled before it started", "cancel requested")
+    children = session.scalars(
+        select(Job).where(Job.parent_id == job.id, Job.status.in_(("queued", "running"))).with_for_update()
+    ).all()
+    for child in children:
+        _request_cancel(session, child, "cancelled with its parent", "cancel requested by its parent")
+    session.commit()
+    if job.type in PARENT_TASK_NAMES and job.status == "running":
+        from bmcore.sweeps import is_parent_spec, send_parent_step
+
+        if is_parent_spec(job.type, job.params) and not any(c.status == "running" for c in children):
+            send_parent_step(job.id, job.type, "check")
+    return job
+
+
+def _request_cancel(session: Session, job: Job, queued_message: str, running_message: str) -> None:
     job.cancel_requested = True
     if job.status == "queued":
         job.status = "cancelled"
         job.finished_at = utcnow()
-        job.message = "cancelled before it started"
+        job.message = queued_message
     else:
-        job.message = "cancel requested"
+        job.message = running_message
     session.add(JobEvent(job_id=job.id, level="info", message=job.message))
-    session.commit()
-    return job
 
 
 # --- worker side ------------------------------------------------------------------------------------

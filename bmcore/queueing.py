@@ -25,6 +25,14 @@ TASK_NAMES: dict[str, str] = {
     "segment": "bmseg.segment",
 }
 
+# Job type -> Celery task name, for parent jobs (bmcore.sweeps): their task fans out child train jobs
+# and returns; it is re-sent to aggregate when children end. Kept out of TASK_NAMES: a parent is not
+# heartbeaten while it waits for its children, so the reaper (which watches TASK_NAMES types) leaves it be.
+PARENT_TASK_NAMES: dict[str, str] = {
+    "sweep": "bmseg.sweep",
+    "crossval": "bmseg.crossval",
+}
+
 # Task name -> queue. GPU work goes to one solo worker per GPU (`-P solo -c 1 -Q gpu`).
 QUEUE_FOR_TASK: dict[str, str] = {
     "bmseg.train": GPU_QUEUE,
@@ -32,6 +40,9 @@ QUEUE_FOR_TASK: dict[str, str] = {
     "bmseg.segment": GPU_QUEUE,
     "bmseg.ingest": CPU_QUEUE,
     "bmseg.report": CPU_QUEUE,
+    # Parents only coordinate (a few database rows, MLflow calls); they never block a GPU worker.
+    "bmseg.sweep": CPU_QUEUE,
+    "bmseg.crossval": CPU_QUEUE,
 }
 
 RESULT_EXPIRES_SECONDS = 7 * 24 * 3600

@@ -41,8 +41,14 @@ def tracked_train(
     progress: Callable[[float, str], None] | None = None,
     on_run: Callable[[str], None] | None = None,
     show_progress: bool = True,
+    split: dict | None = None,
+    parent_run_id: str | None = None,
 ) -> dict:
-    """Train, track and register; returns a JSON-able summary (checkpoint, run id, version, metrics)."""
+    """Train, track and register; returns a JSON-able summary (checkpoint, run id, version, metrics).
+
+    ``split``: an explicit split (as split.json) instead of one drawn with ``split_seed``;
+    ``parent_run_id``: nest the new MLflow run under this one (a sweep or cross-validation parent).
+    """
     out_dir = Path(out_dir)
     callbacks = []
     if track:
@@ -50,7 +56,13 @@ def tracked_train(
         if run_id is None:
             experiment = tracking.get_or_create_experiment(tracking.experiment_name_for(data))
             params = config.to_dict() | {"data": str(data), "split_seed": split_seed}
-            run_id = tracking.start_run(experiment, run_name or f"train-{config.arch}", params, tags or {})
+            run_id = tracking.start_run(
+                experiment,
+                run_name or f"train-{config.arch}",
+                params,
+                tags or {},
+                parent_run_id=parent_run_id,
+            )
         if on_run is not None:
             on_run(run_id)
         callbacks.append(lambda epoch, figures: tracking.log_metrics(run_id, _loggable(figures), step=epoch))
@@ -65,6 +77,7 @@ def tracked_train(
             progress=progress,
             split_seed=split_seed,
             show_progress=show_progress,
+            split=split,
         )
     except TrainingCancelled:
         if track:

@@ -61,6 +61,7 @@ __all__ = [
     "registered_model_name",
     "registry_overview",
     "resolve_model",
+    "set_champion",
     "start_run",
 ]
 
@@ -364,6 +365,11 @@ def register_model(run_id: str, arch: str, model_uri: str, metrics: dict[str, An
     if champion:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
     return {"name": name, "version": int(version.version), "champion": champion}
+
+
+def set_champion(name: str, version: int | str) -> None:
+    """Point ``name``'s ``champion`` alias at ``version`` (e.g. a sweep's best child, on request)."""
+    _client().set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
 
 
 def _tag_number(value: Any) -> str | None:

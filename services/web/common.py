@@ -17,9 +17,15 @@ from sqlalchemy.orm import Session
 
 from bmcore.db import Job, JobEvent, Result, Study, User, session_factory
 from bmcore.jobs import JobParamsError, job_to_dict, validate_job
+from bmcore.sweeps import PARENT_TYPES, is_parent_spec
 
-# Job types a user may submit from the web (sweep and cross-validation parents are CLI-only).
-SUBMITTABLE_TYPES = ("train", "evaluate", "segment")
+# Job types a user may submit from the web; sweeps and cross-validations with their search or folds
+# (a bare parent row, grouping jobs queued by hand, is CLI-only).
+SUBMITTABLE_TYPES = ("train", "evaluate", "segment", "sweep", "crossval")
+TYPES_HELP = (
+    "train, evaluate, segment, sweep (with params.grid or params.random), crossval (with params.folds)"
+)
+MAX_CHILDREN_SHOWN = 200
 DEFAULT_MODEL = "models:/bmseg-unet@champion"
 EVENTS_SHOWN = 50
 MAX_LESION_ROWS = 500
@@ -98,11 +104,13 @@ def prepare_job(session: Session, user: User, body: Any) -> tuple[str, dict[str,
         raise WebError(400, f"unknown field(s): {', '.join(unknown)}; expected type, params, study_id")
     job_type = body.get("type")
     if job_type not in SUBMITTABLE_TYPES:
-        raise WebError(400, f"type must be one of {', '.join(SUBMITTABLE_TYPES)}, got {job_type!r}")
+        raise WebError(400, f"type must be one of {TYPES_HELP}, got {job_type!r}")
     params = body.get("params") if body.get("params") is not None else {}
     if not isinstance(params, Mapping):
         raise WebError(400, "params must be a JSON object")
     params = dict(params)
+    if job_type in PARENT_TYPES and not is_parent_spec(job_type, params):
+        raise WebError(400, f"type must be one of {TYPES_HELP}, got {job_type!r} without them")
     study_id = body.get("study_id")
     if study_id is not None:
         if isinstance(study_id, bool) or not isinstance(study_id, int):
@@ -258,4 +266,33 @@ def job_detail(session: Session, job: Job, mlflow_ui_url: str) -> dict[str, Any]
         for event in reversed(events)
     ]
     data["mlflow_url"] = mlflow_run_link(mlflow_ui_url, job.mlflow_run_id)
+    if job.type in PARENT_TYPES:
+        data["children"] = job_children(session, job)
     return data
+
+
+def job_children(session: Session, job: Job) -> list[dict[str, Any]]:
+    """A sweep's or cross-validation's child jobs, oldest first, each with what it searched (or its fold)
+    and its headline figures once finished."""
+    query = (
+        select(Job).where(Job.parent_id == job.id).order_by(Job.created_at, Job.id).limit(MAX_CHILDREN_SHOWN)
+    )
+    searched = set((job.params.get("grid") or job.params.get("random") or {}).keys())
+    children = []
+    for child in session.scalars(query):
+        metrics = child.result.metrics if child.result is not None else {}
+        split = child.params.get("split")
+        label = {k: v for k, v in child.params.items() if k in searched}
+        if isinstance(split, Mapping) and "fold" in split:
+            label = {"fold": split["fold"]}
+        children.append(
+            job_summary(child)
+            | {
+                "params": label,
+                "reused_from": metrics.get("reused_from"),
+                "val_lesion_dice": json_safe(metrics.get("val_lesion_dice")),
+                "val_loss": json_safe(metrics.get("val_loss")),
+                "error": child.error,
+            }
+        )
+    return children

@@ -43,6 +43,7 @@ from bmcore.patients import (
     validate_patient_update,
 )
 from bmcore.run_config import ARCHS, TrainConfig
+from bmcore.sweeps import parse_grid
 from bmcore.tokens import authenticate
 from services.web import slices
 from services.web.auth import load_dashboard_user, safe_next, sign_in_user, sign_out_user
@@ -292,6 +293,9 @@ def _job_form_page(status: int = 200, error: str | None = None, form: dict[str, 
         "data": "",
         "model": DEFAULT_MODEL,
         "study_id": request.args.get("study_id", ""),
+        "grid": "",
+        "budget": "",
+        "folds": 5,
     } | (form or {})
     return (
         render_template(
@@ -333,16 +337,16 @@ def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
     data = (form.get("data") or "").strip()
     model = (form.get("model") or "").strip() or DEFAULT_MODEL
     params: dict[str, Any] = {}
-    if job_type == "train":
-        params["data"] = data
-        params["arch"] = form.get("arch", "unet")
+    if job_type in ("train", "sweep", "crossval"):
+        training = {"arch": form.get("arch", "unet")}
         for name, kind in (("epochs", int), ("lr", float), ("batch_size", int), ("size", int)):
             value = _number(form, name, kind)
             if value is not None:
-                params[name] = value
+                training[name] = value
         if not data:
             raise WebError(400, "a training job needs a data set path (as the workers see it)")
         study_id = None
+        params = {"data": data} | _parent_params(job_type, form, training)
     elif job_type in ("evaluate", "segment"):
         params["model"] = model
         if data and study_id is None:
@@ -352,12 +356,32 @@ def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
     return {"type": job_type, "params": params, "study_id": study_id}
 
 
+def _parent_params(job_type: str, form: dict[str, str], training: dict[str, Any]) -> dict[str, Any]:
+    """Training fields as they are (train), or as every child's ``base`` of a sweep (the grid's names
+    taken out) or cross-validation."""
+    if job_type == "train":
+        return training
+    if job_type == "crossval":
+        folds = _number(form, "folds", int)
+        return {"folds": folds if folds is not None else 5, "base": training}
+    try:
+        grid = parse_grid(form.get("grid") or "")
+    except JobParamsError as exc:
+        raise WebError(400, f"grid: {exc}") from None
+    params: dict[str, Any] = {"grid": grid, "base": {k: v for k, v in training.items() if k not in grid}}
+    budget = _number(form, "budget", int)
+    if budget is not None:
+        params["budget"] = budget
+    if form.get("promote_best"):
+        params["promote_best"] = True
+    return params
+
+
 @bp.post("/jobs")
 def submit():
-    form = {
-        key: request.form.get(key, "")
-        for key in ("type", "arch", "epochs", "lr", "batch_size", "size", "data", "model", "study_id", "tta")
-    }
+    fields = ("type", "arch", "epochs", "lr", "batch_size", "size", "data", "model", "study_id", "tta")
+    fields += ("grid", "budget", "folds", "promote_best")
+    form = {key: request.form.get(key, "") for key in fields}
     session = db()
     try:
         job_type, params, study_id = prepare_job(session, g.user, job_request_from_form(form))
@@ -377,7 +401,13 @@ def job(job_id: str):
     session = db()
     record = visible_job(session, g.user, job_id)
     detail = job_detail(session, record, current_app.config["MLFLOW_UI_URL"])
-    return render_template("job.html", job=detail, study=record.study_id)
+    return render_template("job.html", job=detail, study=record.study_id, ranking=_parent_table(detail))
+
+
+def _parent_table(detail: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A sweep's ranked table, or a cross-validation's folds, from its result (None before it ends)."""
+    metrics = (detail.get("result") or {}).get("metrics") or {}
+    return metrics.get("ranking") or metrics.get("folds")
 
 
 @bp.get("/jobs/<job_id>.json")

@@ -83,13 +83,17 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["type"],
         "properties": {
-            "type": {"type": "string", "enum": ["train", "evaluate", "segment"]},
+            "type": {"type": "string", "enum": ["train", "evaluate", "segment", "sweep", "crossval"]},
             "params": {
                 "type": "object",
                 "description": (
                     "train: data (required) plus TrainConfig fields (arch, epochs, lr, batch_size, size, "
                     "...), split_seed; evaluate: model, data or study_dir, split; segment: model (checkpoint "
-                    "path or models:/bmseg-unet@champion), study_dir unless study_id is given, tta"
+                    "path or models:/bmseg-unet@champion), study_dir unless study_id is given, tta; "
+                    "sweep: data, grid ({name: [values]}) or random ({name: [low, high] or [choices]}) with "
+                    "budget and seed, base (TrainConfig fields of every child), split_seed, promote_best — "
+                    "one child train job per configuration, ranked by val_lesion_dice; crossval: data, "
+                    "folds (2-10), base, seed — one child train job per patient fold"
                 ),
             },
             "study_id": {"type": ["integer", "null"]},
@@ -142,6 +146,11 @@ SCHEMAS: dict[str, Any] = {
                         },
                     },
                     "mlflow_url": {"type": ["string", "null"]},
+                    "children": {
+                        "type": "array",
+                        "description": "sweep and crossval only: the child train jobs, oldest first",
+                        "items": {"type": "object"},
+                    },
                 },
             },
         ]
@@ -350,7 +359,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "post": {
-                    "summary": "Queue a train, evaluate or segment job",
+                    "summary": "Queue a train, evaluate, segment, sweep or crossval job",
                     "operationId": "submitJob",
                     "requestBody": {
                         "required": True,

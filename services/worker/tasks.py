@@ -1,8 +1,12 @@
-"""Thin tasks: a job id in, :func:`bmcore.job_runner.run_job`, the row out. Safe to run twice."""
+"""Thin tasks: a job id in, :func:`bmcore.job_runner.run_job`, the row out. Safe to run twice.
+
+Parent jobs (sweep, cross-validation) take a ``step`` as well (``start``, ``check``, ``recheck``): each is
+short and never waits for the children (:mod:`bmcore.sweeps`).
+"""
 
 from __future__ import annotations
 
-from bmcore.job_runner import run_job
+from bmcore.job_runner import run_job, run_parent
 from services.worker.app import app
 
 
@@ -19,3 +23,13 @@ def evaluate(job_id: str) -> str | None:
 @app.task(name="bmseg.segment")
 def segment(job_id: str) -> str | None:
     return run_job(job_id)
+
+
+@app.task(name="bmseg.sweep")
+def sweep(job_id: str, step: str = "start") -> str | None:
+    return run_parent(job_id, step)
+
+
+@app.task(name="bmseg.crossval")
+def crossval(job_id: str, step: str = "start") -> str | None:
+    return run_parent(job_id, step)
