@@ -15,6 +15,7 @@ from flask import current_app, g
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, Result, Study, User, session_factory
 from bmcore.jobs import JobParamsError, job_to_dict, validate_job
 from bmcore.sweeps import PARENT_TYPES, is_parent_spec
@@ -120,7 +121,32 @@ def prepare_job(session: Session, user: User, body: Any) -> tuple[str, dict[str,
         params = validate_job(job_type, params, study_id)
     except JobParamsError as exc:
         raise WebError(400, str(exc)) from None
+    check_paths_are_own(session, user, params)
     return job_type, params, study_id
+
+
+PATH_PARAMS = ("data", "study_dir", "split", "model")
+
+
+def check_paths_are_own(session: Session, user: User, params: Mapping[str, Any]) -> None:
+    """A non-admin may not point a job at another user's uploaded study by its path (403).
+
+    Paths inside the uploads folder must lie inside one of the user's own studies; ``..`` and links are
+    resolved first, so a path cannot climb out of a study the user owns.
+    """
+    if user.is_admin:
+        return
+    uploads = get_settings().uploads_dir.resolve()
+    own = [
+        Path(d).resolve() for d in session.scalars(select(Study.directory).where(Study.owner_id == user.id))
+    ]
+    for key in PATH_PARAMS:
+        value = params.get(key)
+        if not isinstance(value, str) or value.startswith("models:/"):
+            continue
+        path = Path(value).resolve()
+        if path.is_relative_to(uploads) and not any(path.is_relative_to(d) for d in own):
+            raise WebError(403, f"params.{key} points at a study that belongs to another user")
 
 
 # ------------------------------------------------------------------------------------------ artifacts

@@ -173,3 +173,27 @@ def client_list(app, headers) -> tuple[list, list]:
     jobs = [j["id"] for j in client.get("/api/v1/jobs", headers=headers).json["jobs"]]
     studies = [s["id"] for s in client.get("/api/v1/studies", headers=headers).json["studies"]]
     return jobs, studies
+
+
+def test_a_job_cannot_reach_another_users_study_by_its_path(app, users, api, stored_study, db_session):
+    from bmcore.config import get_settings
+
+    study_dir = get_settings().uploads_dir / stored_study["study_uid"]
+    assert study_dir.is_dir()
+    sneaky = str(get_settings().uploads_dir / "elsewhere" / ".." / stored_study["study_uid"])
+    for params in ({"study_dir": str(study_dir)}, {"study_dir": sneaky}):
+        refused = app.test_client().post(
+            "/api/v1/jobs", json={"type": "segment", "params": params}, headers=api["bob"]
+        )
+        assert refused.status_code == 403 and "another user" in refused.json["error"]
+    refused = app.test_client().post(
+        "/api/v1/jobs", json={"type": "evaluate", "params": {"data": str(study_dir)}}, headers=api["bob"]
+    )
+    assert refused.status_code == 403
+    assert db_session.scalars(select(Job.id)).all() == []
+    owner = app.test_client().post(
+        "/api/v1/jobs",
+        json={"type": "segment", "params": {"study_dir": str(study_dir)}},
+        headers=api["alice"],
+    )
+    assert owner.status_code == 202, owner.json
