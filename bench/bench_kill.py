@@ -26,15 +26,13 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from common import machine_info, rounded, write_result
+from common import machine_info, percentiles, rounded, start_private_redis, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -51,25 +49,6 @@ RECOVERY = {
     "BMSEG_STALE_AFTER_SECONDS": "6",
     "BMSEG_REAP_INTERVAL_SECONDS": "1",
 }
-
-
-def start_redis(directory: Path) -> tuple[str, subprocess.Popen]:
-    from bmcore.stack import redis_reachable, redis_server_binary
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-    argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_reachable(url):
-        if time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError("the private redis-server did not start")
-        time.sleep(0.05)
-    return url, server
 
 
 class Workers:
@@ -145,16 +124,6 @@ def checkpoint_epoch(path: Path) -> int:
         return 0
 
 
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {}
-    return {
-        "p50": float(np.percentile(values, 50)),
-        "p95": float(np.percentile(values, 95)),
-        "max": max(values),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -167,7 +136,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="bmseg-bench-kill-"))
     (root / "redis").mkdir()
-    redis_url, redis_server = start_redis(root / "redis")
+    redis_url, redis_server = start_private_redis(
+        root / "redis", "--appendonly", "yes", "--appendfsync", "always"
+    )
     for name in ("BMSEG_DATABASE_URL", "BMSEG_MLFLOW_TRACKING_URI", "BMSEG_MLFLOW_ARTIFACT_ROOT"):
         os.environ.pop(name, None)
     os.environ.update(

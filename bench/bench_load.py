@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import redis
 import requests
-from common import machine_info, rounded, write_result
+from common import free_port, machine_info, percentiles, rounded, start_private_redis, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS = os.environ.get("BMSEG_BENCH_LOAD_REDIS_URL", "redis://127.0.0.1:6379/8")
@@ -41,31 +39,12 @@ BODY = {"type": "train", "params": {"data": "/data/bench-cohort", "arch": "unet"
 GUNICORN_WORKERS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def redis_for_bench(directory: Path) -> tuple[str, subprocess.Popen | None]:
-    from bmcore.stack import redis_reachable, redis_server_binary
+    from bmcore.stack import redis_reachable
 
     if redis_reachable(DEFAULT_REDIS):
         return DEFAULT_REDIS, None
-    port = free_port()
-    server = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--save", "", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_reachable(url):
-        if time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError("the private redis-server did not start")
-        time.sleep(0.05)
-    return url, server
+    return start_private_redis(directory)
 
 
 def start_web(root: Path, env: dict) -> tuple[str, subprocess.Popen]:
@@ -203,11 +182,7 @@ def main() -> None:
                 "accepted_without_message": len(accepted - set(messages)),
                 "rows_not_accepted": len(set(rows) - accepted),
             },
-            "latency_s": {
-                "p50": float(np.percentile(latencies, 50)),
-                "p95": float(np.percentile(latencies, 95)),
-                "max": max(latencies),
-            },
+            "latency_s": percentiles(latencies),
             "throughput_per_s": len(records) / wall,
             "wall_s": wall,
             "errors": [r["error"] for r in records if r["error"]][:5],

@@ -27,45 +27,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import redis
-from common import machine_info, rounded, write_result
+from common import machine_info, percentiles, rounded, start_private_redis, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS = os.environ.get("BMSEG_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 TARGET_P50_S = 0.010
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_private_redis(directory: Path) -> tuple[str, subprocess.Popen]:
-    from bmcore.stack import redis_reachable, redis_server_binary
-
-    port = free_port()
-    server = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--save", "", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_reachable(url):
-        if time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError("the private redis-server did not start")
-        time.sleep(0.05)
-    return url, server
 
 
 def wait_finished(job_id: str, timeout: float = 60.0) -> dict:
@@ -80,16 +53,6 @@ def wait_finished(job_id: str, timeout: float = 60.0) -> dict:
                 return {"started_at": job.started_at, "finished_at": job.finished_at, "status": job.status}
         time.sleep(0.02)  # a gentle poll: this machine's cores are the worker's too
     raise TimeoutError(f"job {job_id} did not finish in {timeout} s (is the worker running?)")
-
-
-def percentiles(values: list[float]) -> dict:
-    array = np.asarray(values)
-    return {
-        "p50": float(np.percentile(array, 50)),
-        "p95": float(np.percentile(array, 95)),
-        "max": float(array.max()),
-        "n": len(values),
-    }
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,3 +119,50 @@ def rounded(value, digits: int = 4):
     if isinstance(value, list | tuple):
         return [rounded(item, digits) for item in value]
     return value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_private_redis(directory: Path, *extra: str) -> tuple[str, subprocess.Popen]:
+    """A redis-server of our own on a free port (``extra``: more server options, e.g. AOF)."""
+    from bmcore.stack import redis_reachable, redis_server_binary, wait_until
+
+    port = free_port()
+    argv = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        str(directory),
+        *extra,
+    ]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: redis_reachable(url), 10, "the private redis-server")
+    except RuntimeError:
+        server.kill()
+        raise
+    return url, server
+
+
+def percentiles(values: list[float]) -> dict:
+    """p50, p95, max and count of latencies in seconds ({} when there are none)."""
+    if not values:
+        return {}
+    import numpy as np
+
+    return {
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(max(values)),
+        "n": len(values),
+    }
