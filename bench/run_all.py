@@ -23,6 +23,7 @@ BENCHMARKS = {
     "inference": ("bench_inference.py", []),
     "data": ("bench_data.py", []),
     "queue": ("bench_queue.py", []),
+    "ddp": ("bench_ddp.py", []),
     "compare": ("bench_compare.py", []),
 }
 OPT_IN = {"compare"}

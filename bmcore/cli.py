@@ -179,8 +179,15 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
     track: bool = typer.Option(True, help="Log an MLflow run and register the model."),
+    gpus: int = typer.Option(
+        1,
+        "--gpus",
+        help="Data-parallel processes (DDP through torchrun), one per GPU of this node; --batch-size is "
+        "per process. With --device cpu: N CPU processes over gloo.",
+    ),
 ) -> None:
     """Train one architecture: checkpoints (last.pt, best.pt), split.json, an MLflow run and model version."""
+    from bmcore import distributed
     from bmcore.runs import tracked_train
 
     config = train_config_from_options(
@@ -202,8 +209,31 @@ def train(
         device=device,
         modalities=modalities,
     )
+    rank = distributed.current()
+    if rank.distributed and rank.world_size != gpus:
+        raise ValueError(f"--gpus {gpus} does not match the {rank.world_size} processes torchrun started")
+    if not rank.distributed:
+        distributed.check_gpus(gpus, device)
+    if gpus > 1 and not rank.distributed:
+        find_training_studies(data)
+        code = distributed.launch(gpus, sys.argv[1:])
+        if code:
+            raise RuntimeError(f"distributed training failed in a process (exit code {code}); see above")
+        return
+    if rank.distributed:
+        distributed.stop_on_sigterm()
     summary = tracked_train(data, config, out, resume=resume, track=track, split_seed=seed)
-    typer.echo(json.dumps(summary, indent=1, default=str))
+    if summary is not None:  # rank 0 (or the only process) reports
+        typer.echo(json.dumps(summary, indent=1, default=str))
+
+
+def find_training_studies(data: Path) -> None:
+    """Fail before starting processes when ``data`` cannot be trained on (one line, as any error)."""
+    from bmcore.io import find_studies
+
+    labelled = [ref for ref in find_studies(data) if ref.label is not None]
+    if len(labelled) < 2:
+        raise ValueError(f"{data}: training needs at least 2 labelled studies, found {len(labelled)}")
 
 
 @app.command()

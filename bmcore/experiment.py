@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bmcore import io
+from bmcore import distributed, io
 from bmcore.config import get_settings
 from bmcore.data.dataset import CachedCase, prepare_case
 from bmcore.data.split import save_split, split_studies
 from bmcore.evaluation import evaluate_studies
 from bmcore.inference import load_predictor
-from bmcore.train import EpochCallback, TrainConfig, build_training_parts, fit
+from bmcore.train import EpochCallback, TrainConfig, TrainResult, build_training_parts, fit
 
 Progress = Callable[[float, str], None]
 
@@ -39,8 +39,13 @@ def prepare_data(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     split: dict | None = None,
-) -> PreparedData:
-    """Patient-level split and cached training/validation studies (test studies stay untouched)."""
+    shard: tuple[int, int] = (0, 1),
+) -> PreparedData | None:
+    """Patient-level split and cached training/validation studies (test studies stay untouched).
+
+    ``shard=(i, n)``: preprocess only every n-th study from the i-th, and return nothing (one
+    process's share when n processes fill the cache together before training).
+    """
     refs = io.find_studies(data_dir)
     labelled = [r for r in refs if r.label is not None]
     if len(labelled) < 2:
@@ -50,6 +55,10 @@ def prepare_data(
     cache_dir = cache_dir or get_settings().cache_dir
     sides = {side: [by_id[s] for s in split["studies"][side]] for side in ("train", "val", "test")}
     to_cache = sides["train"] + sides["val"]
+    if shard != (0, 1):
+        for ref in to_cache[shard[0] :: shard[1]]:
+            prepare_case(ref, cache_dir, config.modalities, config.size)
+        return None
     cases: dict[str, CachedCase] = {}
     for index, ref in enumerate(to_cache):
         cases[ref.study_id] = prepare_case(ref, cache_dir, config.modalities, config.size)
@@ -93,36 +102,32 @@ def train_run(
     """Train ``config.arch`` on ``data_dir``; saves the split and checkpoints in ``out_dir``.
 
     ``split``: an explicit split (as split.json; e.g. a cross-validation fold) instead of ``split_seed``'s.
+    Under ``torchrun`` every process trains its share (see :mod:`bmcore.distributed`); rank 0 alone
+    writes the split and scores the validation studies, and the others return without ``validation``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepared or prepare_data(
-        data_dir,
-        config,
-        split_seed,
-        progress=(lambda f, m: progress(0.1 * f, m)) if progress else None,
-        split=split,
-    )
-    save_split(prepared.split, out_dir / "split.json")
-    parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)
-
-    def on_batch(epoch: int, index: int, total: int) -> None:
-        if progress and (index == total or index % 10 == 0):
-            done = (epoch - 1 + index / total) / config.epochs
-            progress(0.1 + 0.8 * done, f"epoch {epoch}/{config.epochs}, batch {index}/{total}")
-
-    result = fit(
-        parts,
-        config,
-        out_dir,
-        callbacks=list(callbacks),
-        resume=resume,
-        should_stop=should_stop,
-        progress=show_progress,
-        on_batch=on_batch,
-    )
+    with distributed.process_group(config.device) as (rank, _):
+        if rank.distributed and prepared is None:  # the processes fill the cache together, then read it
+            error = None
+            try:
+                prepare_data(data_dir, config, split_seed, split=split, shard=(rank.rank, rank.world_size))
+            except Exception as exc:  # every rank stops with the message, none waits for a failed one
+                error = exc
+            distributed.raise_if_any_failed(error)
+        prepared = prepared or prepare_data(
+            data_dir,
+            config,
+            split_seed,
+            progress=(lambda f, m: progress(0.1 * f, m)) if progress else None,
+            split=split,
+        )
+        if rank.is_main:
+            save_split(prepared.split, out_dir / "split.json")
+        parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)
+        result = _fit(parts, config, out_dir, callbacks, resume, should_stop, progress, show_progress)
     validation = None
-    if prepared.val_refs:
+    if prepared.val_refs and rank.is_main:
         if progress:
             progress(0.9, "scoring validation studies")
         predictor = load_predictor(result.best_checkpoint, device=config.device)
@@ -136,6 +141,26 @@ def train_run(
         result.best_epoch,
         result.stopped_early,
         validation,
+    )
+
+
+def _fit(parts, config, out_dir, callbacks, resume, should_stop, progress, show_progress) -> TrainResult:
+    """:func:`fit` with the job's progress reported per batch (10 % .. 90 % of the job)."""
+
+    def on_batch(epoch: int, index: int, total: int) -> None:
+        if progress and (index == total or index % 10 == 0):
+            done = (epoch - 1 + index / total) / config.epochs
+            progress(0.1 + 0.8 * done, f"epoch {epoch}/{config.epochs}, batch {index}/{total}")
+
+    return fit(
+        parts,
+        config,
+        out_dir,
+        callbacks=list(callbacks),
+        resume=resume,
+        should_stop=should_stop,
+        progress=show_progress,
+        on_batch=on_batch,
     )
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from bmcore import tracking
+from bmcore import distributed, tracking
 from bmcore.experiment import train_run, validation_key_metrics
 from bmcore.plots import plot_curves
 from bmcore.train import TrainConfig, TrainingCancelled
@@ -43,19 +43,26 @@ def tracked_train(
     show_progress: bool = True,
     split: dict | None = None,
     parent_run_id: str | None = None,
-) -> dict:
+) -> dict | None:
     """Train, track and register; returns a JSON-able summary (checkpoint, run id, version, metrics).
 
     ``split``: an explicit split (as split.json) instead of one drawn with ``split_seed``;
     ``parent_run_id``: nest the new MLflow run under this one (a sweep or cross-validation parent).
+    Under ``torchrun`` rank 0 alone tracks and registers; the other ranks train and return None.
     """
     out_dir = Path(out_dir)
     callbacks = []
+    rank = distributed.current()
+    track = track and rank.is_main
     if track:
         tracking.configure()
         if run_id is None:
             experiment = tracking.get_or_create_experiment(tracking.experiment_name_for(data))
-            params = config.to_dict() | {"data": str(data), "split_seed": split_seed}
+            params = config.to_dict() | {
+                "data": str(data),
+                "split_seed": split_seed,
+                "world_size": rank.world_size,
+            }
             run_id = tracking.start_run(
                 experiment,
                 run_name or f"train-{config.arch}",
@@ -87,6 +94,8 @@ def tracked_train(
         if track:
             tracking.end_run(run_id, "FAILED")
         raise
+    if not rank.is_main:
+        return None
     key_metrics = validation_key_metrics(outcome)
     curves = plot_curves({config.arch: outcome.history}, out_dir / "curves.png", f"{config.arch} training")
     (out_dir / "history.json").write_text(json.dumps(outcome.history, indent=1))

@@ -10,6 +10,13 @@ slices) plus the foreground Dice per class that experts trust. It checkpoints ``
 (with optimizer, scheduler and history, for ``resume``) and ``best.pt`` at the lowest validation loss,
 reduces the learning rate on plateau and stops early. ``should_stop`` is polled between batches so a
 job can be cancelled within one step.
+
+Under ``torchrun`` (``bmseg train --gpus N``) each process wraps the model in
+``DistributedDataParallel``, draws its own share of the epoch's slices (``samples_per_epoch`` is the
+epoch's total over all processes; ``batch_size`` is per process), scores its own share of the
+validation slices, and the epoch's sums are added up over the processes, so every figure, the plateau
+scheduler and early stopping see the whole epoch and decide alike. Only rank 0 writes checkpoints,
+calls the callbacks and shows progress.
 """
 
 from __future__ import annotations
@@ -24,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from bmcore import metrics
+from bmcore import distributed, metrics
 from bmcore.losses import build_loss
-from bmcore.models import build_model, load_checkpoint, save_checkpoint
+from bmcore.models import bare_model, build_model, load_checkpoint, save_checkpoint
 from bmcore.run_config import TrainConfig
 
 EpochCallback = Callable[[int, dict], None]
@@ -70,12 +77,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: distributed.Rank) -> int:
+    """The seed one process samples and augments with: ``seed`` itself alone, distinct per rank."""
+    if not rank.distributed:
+        return seed
+    return int(np.random.SeedSequence([seed, rank.rank]).generate_state(1)[0])
+
+
 def build_training_parts(config: TrainConfig, train_cases, val_cases) -> TrainingParts:
     """Model, optimizer (Adam), plateau scheduler, loss and loaders from the config and cached cases."""
     from bmcore.data.dataset import SliceDataset, lesion_sampler
 
     seed_everything(config.seed)
-    device = resolve_device(config.device)
+    rank = distributed.current()
+    device = distributed.rank_device(config.device, rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed slice size: let cuDNN pick the fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -84,15 +99,21 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
     if config.channels_last:  # also ~3x faster training convolutions on CPU (measured, torch 2.13)
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+    if distributed.is_active():  # gradients averaged over the processes at every backward
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     if config.compile:  # shares the parameters; save_checkpoint unwraps it (``_orig_mod``)
         model = torch.compile(model)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
-    train_set = SliceDataset(train_cases, augment=config.augment, seed=config.seed)
+    seed = rank_seed(config.seed, rank)
+    train_set = SliceDataset(train_cases, augment=config.augment, seed=seed)
     if len(train_set) == 0:
         raise ValueError("no training slices: the training studies have no brain voxels")
-    sampler = lesion_sampler(train_set, config.lesion_fraction, config.samples_per_epoch or None, config.seed)
+    samples = config.samples_per_epoch or len(train_set)
+    sampler = lesion_sampler(train_set, config.lesion_fraction, math.ceil(samples / rank.world_size), seed)
     loader_args = {
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,  # on a GPU, give it several (8 or more) to keep it fed
@@ -106,7 +127,10 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
     )
     val_loader = None
     if val_cases:
-        val_loader = DataLoader(SliceDataset(val_cases), shuffle=False, **loader_args)
+        val_set = SliceDataset(val_cases)
+        if rank.distributed:  # each process scores every world_size-th slice; the sums are added up
+            val_set = Subset(val_set, range(rank.rank, len(val_set), rank.world_size))
+        val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     return TrainingParts(model, optimizer, scheduler, build_loss(config.loss), train_loader, val_loader)
 
 
@@ -146,8 +170,11 @@ def run_epoch(
     should_stop: Callable[[], bool] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ):
-    """One pass over ``loader``; returns (loss sum, batch count, pooled confusion matrix)."""
+    """One pass over ``loader``; returns (loss sum, batch count, pooled confusion matrix), summed over
+    all processes when training is distributed."""
     model = parts.model
+    if not train and distributed.is_active():  # uneven validation shards: no collectives in forward
+        model = bare_model(model)
     model.train(train)
     confusion = np.zeros((4, 4), dtype=np.int64)
     loss_sum, batches = 0.0, 0
@@ -159,7 +186,7 @@ def run_epoch(
     total = len(loader)
     with context:
         for index, (image, label, partial) in enumerate(loader):
-            if should_stop is not None and should_stop():
+            if should_stop is not None and distributed.any_rank(should_stop()):
                 raise TrainingCancelled("training cancelled")
             image = image.to(device, non_blocking=True)
             if config.channels_last:
@@ -185,6 +212,14 @@ def run_epoch(
     if on_gpu:
         loss_sum += float(gpu_loss_sum)
         confusion += gpu_confusion.view(4, 4).cpu().numpy()
+    if distributed.is_active():
+        if train:
+            distributed.share_buffers(bare_model(parts.model))
+        counts = torch.from_numpy(confusion).flatten().to(torch.float64)
+        sums = torch.cat([torch.tensor([loss_sum, batches], dtype=torch.float64), counts])
+        sums = distributed.sum_across_ranks(sums).numpy()
+        loss_sum, batches = float(sums[0]), int(sums[1])
+        confusion = np.rint(sums[2:]).astype(np.int64).reshape(4, 4)
     return loss_sum, batches, confusion
 
 
@@ -201,6 +236,7 @@ def _save(
         "scheduler": {k: v for k, v in parts.scheduler.state_dict().items() if k != "_last_lr"}
         | {"_last_lr": [float(v) for v in parts.scheduler.get_last_lr()]},
         "torch_rng": torch.get_rng_state(),
+        "world_size": distributed.current().world_size,
     }
     save_checkpoint(path, parts.model, config.arch, _plain(extra))
 
@@ -226,7 +262,11 @@ def fit(
     progress: bool = True,
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
-    """Train ``parts.model``; checkpoints go to ``out_dir/last.pt`` and ``out_dir/best.pt``."""
+    """Train ``parts.model``; checkpoints go to ``out_dir/last.pt`` and ``out_dir/best.pt``.
+
+    In a distributed run every process calls this; rank 0 alone writes, calls back and shows progress.
+    """
+    is_main = distributed.current().is_main
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -236,7 +276,7 @@ def fit(
     start_epoch, bad_epochs = 1, 0
     if resume and last_path.exists():
         _, checkpoint = load_checkpoint(last_path, map_location=None)
-        getattr(parts.model, "_orig_mod", parts.model).load_state_dict(checkpoint["state_dict"])
+        bare_model(parts.model).load_state_dict(checkpoint["state_dict"])
         extra = checkpoint["extra"]
         parts.optimizer.load_state_dict(extra["optimizer"])
         parts.scheduler.load_state_dict(extra["scheduler"])
@@ -246,7 +286,7 @@ def fit(
         bad_epochs = start_epoch - 1 - int(best["epoch"])
     stopped_early = False
     bar = None
-    if progress:
+    if progress and is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=config.epochs, initial=start_epoch - 1, desc=f"train {config.arch}", unit="epoch")
@@ -259,6 +299,7 @@ def fit(
         figures = epoch_figures(
             "train", *run_epoch(parts, parts.train_loader, True, device, config, should_stop, batch_cb)
         )
+        figures["train_seconds"] = time.perf_counter() - started  # the training pass alone
         monitor = figures["train_loss"]
         if parts.val_loader is not None:
             figures.update(
@@ -273,17 +314,19 @@ def fit(
         if monitor < best["val_loss"]:
             best = {"epoch": epoch, "val_loss": float(monitor)}
             bad_epochs = 0
-            _save(best_path, parts, config, epoch, history, best)
+            if is_main:
+                _save(best_path, parts, config, epoch, history, best)
         else:
             bad_epochs += 1
-        _save(last_path, parts, config, epoch, history, best)
-        for callback in callbacks:
-            callback(epoch, figures)
+        if is_main:
+            _save(last_path, parts, config, epoch, history, best)
+            for callback in callbacks:
+                callback(epoch, figures)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{figures['train_loss']:.3f}", val=f"{monitor:.3f}")
     if bar is not None:
         bar.close()
-    if not best_path.exists():  # resumed after the last epoch, or zero epochs left
+    if is_main and not best_path.exists():  # resumed after the last epoch, or zero epochs left
         _save(best_path, parts, config, len(history), history, best)
     return TrainResult(best_path, last_path, int(best["epoch"]), len(history), stopped_early, history)

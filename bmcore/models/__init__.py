@@ -50,6 +50,14 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return model_class(**kwargs)
 
 
+def bare_model(model: nn.Module) -> nn.Module:
+    """The model itself, out of its ``torch.compile`` and ``DistributedDataParallel`` wrappers."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
 def save_checkpoint(
     path: str | os.PathLike[str], model: nn.Module, arch: str, extra: dict[str, Any] | None = None
 ) -> None:
@@ -59,7 +67,7 @@ def save_checkpoint(
     int, float, bool and None, so that the file loads with ``weights_only=True``. Tensors are stored
     on the CPU. The file is written next to ``path`` and moved into place with ``os.replace``.
     """
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    model = bare_model(model)
     if arch not in MODELS:
         raise ValueError(f"unknown model {arch!r}; valid names: {', '.join(sorted(MODELS))}")
     if type(model) is not MODELS[arch]:
