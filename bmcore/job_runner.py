@@ -131,6 +131,7 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
 
         split = load_split(split)
     evaluate_test = bool(params.pop("evaluate_test", False))
+    champion_eligible = bool(params.pop("champion_eligible", True))
     parent_run_id = params.pop("mlflow_parent_run_id", None)
     params.pop("config_hash", None)
     params.setdefault("num_workers", 0)
@@ -153,6 +154,7 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
         show_progress=False,
         split=split,
         parent_run_id=parent_run_id,
+        champion_eligible=champion_eligible,
     )
     summary["registered"] = summary["registered"] or registered
     metrics = dict(summary["metrics"]) | {

@@ -52,8 +52,17 @@ class QueueUnavailable(RuntimeError):
 
 # Training parameters the worker takes out before building its TrainConfig (bmcore.job_runner.run_train):
 # ``split`` an explicit split (a dict like split.json, or its path), ``evaluate_test`` scores the best
-# model on the split's test studies, and the bookkeeping of sweep and cross-validation children.
-TRAIN_EXTRA_PARAMS = ("data", "split_seed", "split", "evaluate_test", "mlflow_parent_run_id", "config_hash")
+# model on the split's test studies, ``champion_eligible`` false keeps the registered version from taking
+# the ``champion`` alias (cross-validation folds), and the bookkeeping of sweep and cross-validation children.
+TRAIN_EXTRA_PARAMS = (
+    "data",
+    "split_seed",
+    "split",
+    "evaluate_test",
+    "champion_eligible",
+    "mlflow_parent_run_id",
+    "config_hash",
+)
 PATH_PARAMS = ("data", "study_dir", "model", "split")
 SPLIT_SIDES = ("train", "val", "test")
 
@@ -108,8 +117,9 @@ def validate_job(type: str, params: Mapping[str, Any], study_id: int | None = No
     elif type == "train":
         if "data" not in params:
             raise JobParamsError("a train job needs params.data (the data set folder or CSV manifest)")
-        if not isinstance(params.get("evaluate_test", False), bool):
-            raise JobParamsError("params.evaluate_test must be true or false")
+        for flag in ("evaluate_test", "champion_eligible"):
+            if not isinstance(params.get(flag, False), bool):
+                raise JobParamsError(f"params.{flag} must be true or false")
         try:
             TrainConfig.from_dict({k: v for k, v in params.items() if k not in TRAIN_EXTRA_PARAMS})
         except (ValueError, TypeError) as exc:

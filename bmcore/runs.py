@@ -43,11 +43,13 @@ def tracked_train(
     show_progress: bool = True,
     split: dict | None = None,
     parent_run_id: str | None = None,
+    champion_eligible: bool = True,
 ) -> dict | None:
     """Train, track and register; returns a JSON-able summary (checkpoint, run id, version, metrics).
 
     ``split``: an explicit split (as split.json) instead of one drawn with ``split_seed``;
-    ``parent_run_id``: nest the new MLflow run under this one (a sweep or cross-validation parent).
+    ``parent_run_id``: nest the new MLflow run under this one (a sweep or cross-validation parent);
+    ``champion_eligible`` false: the new version never takes ``champion`` (cross-validation folds).
     Under ``torchrun`` rank 0 alone tracks and registers; the other ranks train and return None.
     """
     out_dir = Path(out_dir)
@@ -119,6 +121,8 @@ def tracked_train(
                 tracking.log_artifact(run_id, out_dir / name)
         tracking.log_metrics(run_id, _loggable(key_metrics), step=outcome.best_epoch)
         model_uri = tracking.log_model(run_id, outcome.best_checkpoint, config.arch)
-        summary["registered"] = tracking.register_model(run_id, config.arch, model_uri, key_metrics)
+        summary["registered"] = tracking.register_model(
+            run_id, config.arch, model_uri, key_metrics, champion_eligible=champion_eligible
+        )
         tracking.end_run(run_id, "FINISHED")
     return summary

@@ -373,7 +373,15 @@ def crossval_children(params: Mapping[str, Any]) -> list[tuple[dict[str, Any], d
     labelled = [ref for ref in io.find_studies(params["data"]) if ref.label is not None]
     children = []
     for split in crossval_splits(labelled, params["folds"], params.get("seed", 0)):
-        child = {"data": params["data"], **base, "split": split, "evaluate_test": True}
+        # a fold model learns from (k-1)/k of the patients and is scored on its own fold: it estimates
+        # performance; it is not a candidate to segment with, so it never takes ``champion``
+        child = {
+            "data": params["data"],
+            **base,
+            "split": split,
+            "evaluate_test": True,
+            "champion_eligible": False,
+        }
         _check_child(child, f"crossval fold {split['fold']}")
         child["config_hash"] = config_hash(child)
         children.append(({"fold": split["fold"]}, child))

@@ -337,12 +337,16 @@ def registered_model_name(arch: str) -> str:
     return f"bmseg-{arch}"
 
 
-def register_model(run_id: str, arch: str, model_uri: str, metrics: dict[str, Any]) -> dict[str, Any]:
+def register_model(
+    run_id: str, arch: str, model_uri: str, metrics: dict[str, Any], champion_eligible: bool = True
+) -> dict[str, Any]:
     """Register ``model_uri`` as a new version of ``bmseg-<arch>``, its metrics as version tags.
 
     The alias ``champion`` moves to the new version when there is no champion yet or when its
     ``val_lesion_dice`` beats the champion's (a version without that figure never dethrones one
-    that has it). Returns ``{"name", "version", "champion"}``.
+    that has it). A version registered with ``champion_eligible`` false (a cross-validation fold,
+    tagged ``champion_eligible=false``) never takes it on its own; ``set_champion`` still can.
+    Returns ``{"name", "version", "champion"}``.
     """
     name = registered_model_name(arch)
     client = _client()
@@ -354,6 +358,8 @@ def register_model(run_id: str, arch: str, model_uri: str, metrics: dict[str, An
             raise
     tags = {key: text for key, value in metrics.items() if (text := _tag_number(value)) is not None}
     tags["arch"] = arch
+    if not champion_eligible:
+        tags["champion_eligible"] = "false"
     model_id = model_uri.removeprefix("models:/") if re.fullmatch(r"models:/m-[0-9a-f]+", model_uri) else None
     version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
 
@@ -361,7 +367,9 @@ def register_model(run_id: str, arch: str, model_uri: str, metrics: dict[str, An
     current = (client.get_registered_model(name).aliases or {}).get(CHAMPION_ALIAS)
     if current is not None:
         current_score = _finite(client.get_model_version(name, str(current)).tags.get(CHAMPION_METRIC))
-    champion = current is None or (score is not None and (current_score is None or score > current_score))
+    champion = champion_eligible and (
+        current is None or (score is not None and (current_score is None or score > current_score))
+    )
     if champion:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
     return {"name": name, "version": int(version.version), "champion": champion}

@@ -168,6 +168,25 @@ def test_versions_and_champion_alias(unet_versions):
     assert unet["versions"][1]["aliases"] == []
 
 
+def test_a_cross_validation_fold_never_takes_champion_on_its_own(store, experiment, unet_versions):
+    """Even the first and best-scoring version: a fold model is scored on its own fold only."""
+    torch.manual_seed(0)
+    path = store.data_dir / "fold-0" / "best.pt"
+    save_checkpoint(path, build_model("fcn", base_channels=4).eval(), "fcn", {"epoch": 1})
+    run_id = tracking.start_run(experiment, "crossval-fold-0", {"arch": "fcn"})
+    model_uri = tracking.log_model(run_id, path, "fcn")
+    registered = tracking.register_model(
+        run_id, "fcn", model_uri, {"val_lesion_dice": 0.99}, champion_eligible=False
+    )
+    tracking.end_run(run_id)
+    assert registered == {"name": "bmseg-fcn", "version": 1, "champion": False}
+    fcn = {entry["name"]: entry for entry in tracking.registry_overview()}["bmseg-fcn"]
+    assert fcn["champion"] is None
+    assert fcn["versions"][0]["tags"]["champion_eligible"] == "false"
+    with pytest.raises(LookupError):
+        tracking.resolve_model("models:/bmseg-fcn@champion")
+
+
 def test_model_is_logged_to_the_run_without_an_active_run(unet_versions, experiment):
     import mlflow
 

@@ -697,3 +697,7 @@ def test_three_fold_crossvalidation_tests_every_patient_once(pool):
         assert (
             client.get_run(child["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == parent["mlflow_run_id"]
         )
+        registered = result_of(child["id"])[0]["registered"]  # a fold model never takes champion
+        assert registered["champion"] is False
+        version = client.get_model_version(registered["name"], str(registered["version"]))
+        assert version.tags["champion_eligible"] == "false" and "champion" not in version.aliases
