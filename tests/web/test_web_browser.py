@@ -260,3 +260,52 @@ def test_worker_log_names_the_task(stack):
         time.sleep(0.5)
     log = stack["worker_log"].read_text()
     assert "bmseg.segment" in log and "ready" in log
+
+
+def test_a_sweep_page_shows_its_children_as_they_come(stack):
+    """The parent's page lists its children live (no reload); when the sweep ends, it shows the ranking."""
+    from playwright.sync_api import expect, sync_playwright
+    from sqlalchemy import select
+
+    from bmcore.data.synth import synth_cohort
+    from bmcore.db import User, session_scope
+    from bmcore.jobs import submit_job
+
+    cohort = stack["tmp"] / "sweep-cohort"
+    synth_cohort(cohort, 4, 3, "brats", shape=(64, 64, 24), spacing=(3.5, 3.5, 6.0), workers=1)
+    tiny = {"size": 64, "base_channels": 4, "depth": 2, "batch_size": 8, "num_workers": 0}
+    tiny |= {"augment": False, "samples_per_epoch": 16, "epochs": 1}
+    with session_scope() as session:
+        owner = session.scalars(select(User).where(User.email == "viewer@example.org")).one()
+        params = {"data": str(cohort), "grid": {"lr": [1e-3, 3e-4]}, "base": tiny}
+        parent_id = submit_job(session, "sweep", params, owner_id=owner.id).id
+    base = stack["url"]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page_errors: list[str] = []
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            page.goto(f"{base}/jobs/{parent_id}")
+            page.fill("#email", "viewer@example.org")
+            page.fill("#password", "browser-password")
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{base}/jobs/{parent_id}")
+            expect(page.locator("#children-count")).to_have_text("0 train job(s)")
+            page.evaluate("window.__sameDocument = true")
+
+            stack["start_worker"]()
+            children = page.locator("#children-table tbody tr[data-job-id]")
+            expect(children).to_have_count(2, timeout=JOB_TIMEOUT_MS)
+            expect(page.locator("#children-count")).to_have_text("2 train job(s)")
+            assert page.evaluate("window.__sameDocument") is True, "the children appeared only after a reload"
+            expect(children.first.locator("td").nth(1)).to_contain_text("lr=")
+
+            expect(page.locator("#ranking-table")).to_be_visible(timeout=JOB_TIMEOUT_MS)  # drawn at the end
+            expect(page.locator("#job-status")).to_have_text("succeeded")
+            expect(page.locator("#ranking-table tbody tr")).to_have_count(2)
+            page.screenshot(path=str(SCREENSHOTS / "sweep.png"), full_page=True)
+            assert page_errors == []
+        finally:
+            browser.close()

@@ -134,6 +134,29 @@ function renderLog(events) {
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
+function paramsText(params) {
+  return Object.entries(params || {}).map(([key, value]) => key + "=" + value + " ").join("");
+}
+
+/* A sweep's or cross-validation's children, live: one row per child job, as the template draws them. */
+function renderChildren(children) {
+  const table = document.getElementById("children-table");
+  if (!table || !children) return;
+  const count = document.getElementById("children-count");
+  if (count) count.textContent = children.length + " train job(s)";
+  if (children.length === 0) return;
+  const rows = children.map((child) =>
+    el("tr", { "data-job-id": child.id, "data-status": child.status }, [
+      el("td", {}, [el("a", { className: "mono", href: table.dataset.jobUrl.replace("JOB_ID", child.id), text: child.id.slice(0, 8) })]),
+      el("td", { className: "mono small", text: paramsText(child.params) }),
+      el("td", {}, [el("span", { className: "badge badge-" + child.status, text: child.status })]),
+      el("td", { className: "num mono", text: Math.round((Number(child.progress) || 0) * 100) + " %" }),
+      el("td", { className: "message small", text: child.message || "" }),
+    ]),
+  );
+  table.querySelector("tbody").replaceChildren(...rows);
+}
+
 function initJobPage() {
   const root = document.getElementById("job-root");
   if (!root) return;
@@ -161,11 +184,16 @@ function initJobPage() {
     if (attempts) attempts.textContent = job.attempts + " of " + job.max_attempts;
     renderLog(job.events);
     renderResult(root, job);
+    renderChildren(job.children);
     if (job.mlflow_url && !document.getElementById("mlflow-link")) {
       const actions = document.querySelector(".page-head .actions");
       actions.prepend(el("a", { className: "button button-secondary", id: "mlflow-link", href: job.mlflow_url, target: "_blank", rel: "noopener", text: "MLflow run" }));
     }
     const finished = FINISHED.has(job.status);
+    if (finished && job.children && job.result) {
+      window.location.reload(); // the parent's ranking (or folds) table is drawn by the server
+      return false;
+    }
     document.getElementById("cancel-form").hidden = finished;
     root.dataset.finished = String(finished);
     document.body.dataset.jobStatus = job.status;
