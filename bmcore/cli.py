@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -216,15 +217,31 @@ def train(
         distributed.check_gpus(gpus, device)
     if gpus > 1 and not rank.distributed:
         find_training_studies(data)
-        code = distributed.launch(gpus, sys.argv[1:])
-        if code:
-            raise RuntimeError(f"distributed training failed in a process (exit code {code}); see above")
+        launch_id = os.environ.setdefault("BMSEG_LAUNCH_ID", uuid.uuid4().hex)  # tags the MLflow run
+        try:
+            failure = distributed.launch(gpus, sys.argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun has stopped the processes
+            print(f"interrupted: the {gpus} training processes were stopped", file=sys.stderr)
+            raise typer.Exit(130) from None
+        finally:
+            if track:  # rank 0 may have been killed before it could end its run
+                from bmcore import tracking
+
+                tracking.fail_unfinished_runs(data, {LAUNCH_TAG: launch_id})
+        if failure:
+            raise RuntimeError(f"distributed training failed: {failure}")
         return
+    tags = {}
     if rank.distributed:
         distributed.stop_on_sigterm()
-    summary = tracked_train(data, config, out, resume=resume, track=track, split_seed=seed)
+        if os.environ.get("BMSEG_LAUNCH_ID"):
+            tags[LAUNCH_TAG] = os.environ["BMSEG_LAUNCH_ID"]
+    summary = tracked_train(data, config, out, resume=resume, track=track, split_seed=seed, tags=tags)
     if summary is not None:  # rank 0 (or the only process) reports
         typer.echo(json.dumps(summary, indent=1, default=str))
+
+
+LAUNCH_TAG = "bmseg.launch_id"  # the MLflow tag that ties a distributed run to its launcher
 
 
 def find_training_studies(data: Path) -> None:
@@ -809,7 +826,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        console.print("interrupted")
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
     except USER_ERRORS as exc:
         if os.environ.get("BMSEG_DEBUG"):

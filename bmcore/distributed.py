@@ -42,9 +42,12 @@ class Rank:
 
 
 def current() -> Rank:
-    """This process's rank, from the variables ``torchrun`` sets (a single process without them)."""
+    """This process's rank, from the variables ``torchrun`` sets (a single process without them, or
+    with ``WORLD_SIZE`` 1: a stray ``RANK`` alone changes nothing)."""
     try:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return Rank()
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as exc:
@@ -83,23 +86,33 @@ def torchrun_args(gpus: int, argv: Sequence[str]) -> list[str]:
     return ["--standalone", f"--nproc-per-node={gpus}", "--module", "bmcore.cli", *argv]
 
 
-def launch(gpus: int, argv: Sequence[str]) -> int:
-    """Run ``bmseg <argv>`` under ``torchrun`` in ``gpus`` processes; returns 0, or the first failed
-    process's exit code (each process has already said why, as one ``error:`` line).
+def launch(gpus: int, argv: Sequence[str]) -> str | None:
+    """Run ``bmseg <argv>`` under ``torchrun`` in ``gpus`` processes (the arguments as given on the
+    command line); returns None, or how the first failed process ended (each process that could has
+    already said why, as one ``error:`` line). Ctrl-C or SIGTERM to the launcher stops the processes
+    and raises ``KeyboardInterrupt``.
 
-    Each process gets an equal share of the cores (``OMP_NUM_THREADS``) unless one is set.
+    Each process gets an equal share of this process's cores (``OMP_NUM_THREADS``) unless one is set.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // gpus)))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we say it in one line
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // gpus)))
+    for name in list(logging.root.manager.loggerDict):  # each sets its own level; we say it in one line
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(get_args_parser().parse_args(torchrun_args(gpus, argv)))
+    except SignalException as exc:
+        raise KeyboardInterrupt from exc
     except ChildFailedError as exc:
-        _, first = exc.get_first_failure()
-        return first.exitcode if first.exitcode and first.exitcode > 0 else 1
-    return 0
+        rank, first = exc.get_first_failure()
+        if first.exitcode is not None and first.exitcode < 0:
+            return f"process {rank} was killed by {first.signal_name()}"
+        return f"process {rank} exited with code {first.exitcode}"
+    return None
 
 
 def stop_on_sigterm() -> None:

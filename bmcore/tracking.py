@@ -249,6 +249,22 @@ def log_dict(run_id: str, data: Any, artifact_file: str) -> None:
     _client().log_dict(run_id, data, artifact_file)
 
 
+def fail_unfinished_runs(data: str | Path, tags: dict[str, str]) -> int:
+    """Mark FAILED the still-running runs in ``data``'s experiment that carry all of ``tags``; returns
+    how many (a distributed run whose rank 0 was killed before it could end its own run)."""
+    configure()
+    client = _client()
+    experiment = client.get_experiment_by_name(experiment_name_for(data))
+    if experiment is None:
+        return 0
+    clauses = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    query = " and ".join([*clauses, "attributes.status = 'RUNNING'"])
+    runs = client.search_runs([experiment.experiment_id], filter_string=query)
+    for run in runs:
+        client.set_terminated(run.info.run_id, "FAILED")
+    return len(runs)
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
     if status not in RUN_STATUSES:

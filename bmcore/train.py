@@ -84,6 +84,18 @@ def rank_seed(seed: int, rank: distributed.Rank) -> int:
     return int(np.random.SeedSequence([seed, rank.rank]).generate_state(1)[0])
 
 
+def rank_samples(config: TrainConfig, train_slices: int, rank: distributed.Rank) -> int | None:
+    """Slices one process draws per epoch (None: one pass, for a single process).
+
+    Distributed, the epoch's total (``samples_per_epoch``, or one pass) is shared out in whole batches,
+    rounded up: every process runs the same number of full batches and none is dropped.
+    """
+    if not rank.distributed:
+        return config.samples_per_epoch or None
+    total = config.samples_per_epoch or train_slices
+    return math.ceil(total / (rank.world_size * config.batch_size)) * config.batch_size
+
+
 def build_training_parts(config: TrainConfig, train_cases, val_cases) -> TrainingParts:
     """Model, optimizer (Adam), plateau scheduler, loss and loaders from the config and cached cases."""
     from bmcore.data.dataset import SliceDataset, lesion_sampler
@@ -103,6 +115,7 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
+        torch.manual_seed(rank_seed(config.seed, rank))  # same weights (broadcast), own dropout masks
     if config.compile:  # shares the parameters; save_checkpoint unwraps it (``_orig_mod``)
         model = torch.compile(model)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -112,8 +125,9 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
     train_set = SliceDataset(train_cases, augment=config.augment, seed=seed)
     if len(train_set) == 0:
         raise ValueError("no training slices: the training studies have no brain voxels")
-    samples = config.samples_per_epoch or len(train_set)
-    sampler = lesion_sampler(train_set, config.lesion_fraction, math.ceil(samples / rank.world_size), seed)
+    sampler = lesion_sampler(
+        train_set, config.lesion_fraction, rank_samples(config, len(train_set), rank), seed
+    )
     loader_args = {
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,  # on a GPU, give it several (8 or more) to keep it fed
@@ -148,9 +162,10 @@ def _confusion_counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int 
     return torch.bincount((label.long() * num_classes + pred).flatten(), minlength=num_classes**2)
 
 
-def epoch_figures(prefix: str, loss_sum: float, batches: int, confusion: np.ndarray) -> dict:
-    """Slice-level figures of one pass, each named by convention (paper-style pooled, or per class)."""
-    figures = {f"{prefix}_loss": loss_sum / max(batches, 1)}
+def epoch_figures(prefix: str, loss_sum: float, slices: int, confusion: np.ndarray) -> dict:
+    """Slice-level figures of one pass, each named by convention (paper-style pooled, or per class);
+    the loss is the mean over slices (a short last batch weighs by its size)."""
+    figures = {f"{prefix}_loss": loss_sum / max(slices, 1)}
     if confusion.sum() > 0:
         paper = metrics.paper_metrics(confusion)
         figures.update({f"{prefix}_{key}": value for key, value in paper.items()})
@@ -170,14 +185,20 @@ def run_epoch(
     should_stop: Callable[[], bool] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ):
-    """One pass over ``loader``; returns (loss sum, batch count, pooled confusion matrix), summed over
-    all processes when training is distributed."""
+    """One pass over ``loader``; returns (sum of per-slice losses, slice count, pooled confusion matrix),
+    summed over all processes when training is distributed.
+
+    ``should_stop`` is polled before every batch; distributed, only in training passes (every process
+    runs as many training batches, so they poll together and stop together).
+    """
     model = parts.model
-    if not train and distributed.is_active():  # uneven validation shards: no collectives in forward
+    distributed_ = distributed.is_active()
+    if not train and distributed_:  # uneven validation shards: no collectives in forward
         model = bare_model(model)
+        should_stop = None
     model.train(train)
     confusion = np.zeros((4, 4), dtype=np.int64)
-    loss_sum, batches = 0.0, 0
+    loss_sum, slices = 0.0, 0
     on_gpu = device.type == "cuda"  # on a GPU, loss and confusion add up on the device: no sync per batch
     gpu_loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     gpu_confusion = torch.zeros(16, dtype=torch.int64, device=device)
@@ -186,7 +207,10 @@ def run_epoch(
     total = len(loader)
     with context:
         for index, (image, label, partial) in enumerate(loader):
-            if should_stop is not None and distributed.any_rank(should_stop()):
+            stop = should_stop is not None and should_stop()
+            if distributed_ and should_stop is not None:
+                stop = distributed.any_rank(stop)
+            if stop:
                 raise TrainingCancelled("training cancelled")
             image = image.to(device, non_blocking=True)
             if config.channels_last:
@@ -199,28 +223,28 @@ def run_epoch(
                 parts.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 parts.optimizer.step()
-            batches += 1
+            slices += image.shape[0]
             pred = _merge_partial_predictions(logits.detach().argmax(1), partial)
             if on_gpu:
-                gpu_loss_sum += loss.detach()
+                gpu_loss_sum += loss.detach() * image.shape[0]
                 gpu_confusion += _confusion_counts(pred, label)
             else:
-                loss_sum += float(loss.detach())
+                loss_sum += float(loss.detach()) * image.shape[0]
                 confusion += metrics.confusion_matrix(pred.cpu().numpy(), label.cpu().numpy())
             if on_batch is not None:
                 on_batch(index + 1, total)
     if on_gpu:
         loss_sum += float(gpu_loss_sum)
         confusion += gpu_confusion.view(4, 4).cpu().numpy()
-    if distributed.is_active():
+    if distributed_:
         if train:
             distributed.share_buffers(bare_model(parts.model))
         counts = torch.from_numpy(confusion).flatten().to(torch.float64)
-        sums = torch.cat([torch.tensor([loss_sum, batches], dtype=torch.float64), counts])
+        sums = torch.cat([torch.tensor([loss_sum, slices], dtype=torch.float64), counts])
         sums = distributed.sum_across_ranks(sums).numpy()
-        loss_sum, batches = float(sums[0]), int(sums[1])
+        loss_sum, slices = float(sums[0]), int(sums[1])
         confusion = np.rint(sums[2:]).astype(np.int64).reshape(4, 4)
-    return loss_sum, batches, confusion
+    return loss_sum, slices, confusion
 
 
 def _save(
@@ -281,6 +305,9 @@ def fit(
         parts.optimizer.load_state_dict(extra["optimizer"])
         parts.scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])
+        rank = distributed.current()
+        if rank.distributed:  # rank 0's saved state on every rank would give them all one dropout stream
+            torch.manual_seed(rank_seed(config.seed + int(extra["epoch"]), rank))
         history, best = list(extra["history"]), dict(extra["best"])
         start_epoch = int(extra["epoch"]) + 1
         bad_epochs = start_epoch - 1 - int(best["epoch"])

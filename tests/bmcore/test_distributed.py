@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ import torch
 
 from bmcore import distributed
 from bmcore.data.synth import synth_cohort
-from bmcore.train import rank_seed
+from bmcore.run_config import TrainConfig
+from bmcore.train import rank_samples, rank_seed
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("scripts") / "ddp_probe.py"
@@ -62,7 +65,7 @@ def test_two_processes_end_every_epoch_with_the_same_weights_and_figures(cohort,
     assert [r["ddp"] for r in ranks] == [True, True]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["drawn"] != ranks[1]["drawn"]  # the ranks train on different slices
-    assert [len(r["drawn"]) for r in ranks] == [15, 15]  # samples_per_epoch 30 shared out
+    assert [len(r["drawn"]) for r in ranks] == [16, 16]  # samples_per_epoch 30 in whole batches of 4
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert ranks[0]["history"] == ranks[1]["history"]
     assert len(ranks[0]["history"]) == 2
@@ -105,6 +108,62 @@ def test_a_corrupt_study_stops_every_process_with_a_one_line_error(cohort, tmp_p
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
 
 
+def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of the processes torchrun started (children of the launcher), from /proc."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    ranks = {}
+    for pid in map(int, children):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            if entry.startswith(b"RANK="):
+                ranks[int(entry[5:])] = pid
+    return ranks
+
+
+def start_long_training(cohort: Path, tmp_path: Path) -> subprocess.Popen:
+    """A 200-epoch run in the background; returns once rank 0 has written its first checkpoint."""
+    args = ["--data", str(cohort), "--gpus", "2", "--device", "cpu", *TINY, "--epochs", "200", "-o", "out"]
+    env = os.environ | {"BMSEG_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "bmcore.cli", "train", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "out" / "last.pt").exists():
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 3 minutes"
+        time.sleep(0.2)
+    return launcher
+
+
+def test_rank_0_killed_outright_still_leaves_a_failed_run_and_one_line(cohort, tmp_path):
+    """SIGKILL gives rank 0 no chance to end its MLflow run: the launcher marks it FAILED."""
+    launcher = start_long_training(cohort, tmp_path)
+    try:
+        os.kill(rank_pids(launcher)[0], signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 2
+    assert "Traceback" not in stderr
+    assert "error: distributed training failed: process 0 was killed by SIGKILL" in stderr.splitlines()
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
+
+
+def test_stopping_the_launcher_stops_every_process_without_a_traceback(cohort, tmp_path):
+    launcher = start_long_training(cohort, tmp_path)
+    ranks = rank_pids(launcher)
+    try:
+        launcher.send_signal(signal.SIGTERM)  # as systemd or a container runtime stops it
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert not any(Path(f"/proc/{pid}").exists() for pid in ranks.values())
+    assert [run.info.status for run in mlflow_runs(tmp_path)] in (["FAILED"], ["KILLED"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -128,6 +187,27 @@ def test_a_gpus_request_that_cannot_be_met_is_refused_before_any_process_starts(
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
     assert message in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("samples", "world", "batch", "per_rank"),
+    [(6, 2, 4, 4), (30, 2, 4, 16), (200, 8, 16, 32), (256, 2, 16, 128), (0, 2, 8, 48)],
+)
+def test_an_epoch_is_shared_out_in_whole_batches_and_never_shrinks(samples, world, batch, per_rank):
+    """Each rank runs the same number of full batches; the epoch covers at least samples_per_epoch (or,
+    with 0, the 90 training slices) — a rank's share below one batch would otherwise train nothing."""
+    config = TrainConfig(samples_per_epoch=samples, batch_size=batch)
+    assert rank_samples(config, 90, distributed.Rank(world - 1, 0, world)) == per_rank
+    assert per_rank % batch == 0 and per_rank * world >= (samples or 90)
+    assert rank_samples(config, 90, distributed.Rank()) == (samples or None)  # one process: as before
+
+
+def test_a_stray_rank_without_a_world_is_a_single_process(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.current() == distributed.Rank()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.current().is_main
 
 
 def test_rank_seeds_differ_per_rank_and_leave_a_single_process_alone():

@@ -35,7 +35,7 @@ with distributed.process_group("cpu") as (rank, _device):
     prepared = prepare_data(cohort, config, cache_dir=out / f"cache{rank.rank}")
     parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)
     drawn = list(iter(parts.train_loader.sampler))
-    result = fit(parts, config, out / "run", progress=False)
+    result = fit(parts, config, out / "run", progress=False, should_stop=lambda: False)  # polled together
     weights = hashlib.sha256()
     for key, value in sorted(bare_model(parts.model).state_dict().items()):
         weights.update(key.encode() + value.detach().cpu().numpy().tobytes())
