@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -81,9 +82,10 @@ def check_gpus(gpus: int, device: str) -> None:
         )
 
 
-def torchrun_args(gpus: int, argv: Sequence[str]) -> list[str]:
+def torchrun_args(gpus: int, argv: Sequence[str], log_dir: str) -> list[str]:
     """``torchrun`` arguments that run ``bmseg <argv>`` in ``gpus`` processes on this node."""
-    return ["--standalone", f"--nproc-per-node={gpus}", "--module", "bmcore.cli", *argv]
+    launch = ["--standalone", f"--nproc-per-node={gpus}", f"--log-dir={log_dir}"]
+    return [*launch, "--module", "bmcore.cli", *argv]
 
 
 def launch(gpus: int, argv: Sequence[str]) -> str | None:
@@ -104,7 +106,8 @@ def launch(gpus: int, argv: Sequence[str]) -> str | None:
         if name.startswith("torch.distributed.elastic"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        run(get_args_parser().parse_args(torchrun_args(gpus, argv)))
+        with tempfile.TemporaryDirectory(prefix="bmseg-torchrun-") as log_dir:  # else one is left in /tmp
+            run(get_args_parser().parse_args(torchrun_args(gpus, argv, log_dir)))
     except SignalException as exc:
         raise KeyboardInterrupt from exc
     except ChildFailedError as exc:

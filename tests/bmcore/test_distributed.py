@@ -37,8 +37,10 @@ def cohort(tmp_path_factory) -> Path:
     return root
 
 
-def run(args: list[str], tmp_path: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = os.environ | {"BMSEG_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+def run(
+    args: list[str], tmp_path: Path, timeout: int = 240, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = os.environ | {"BMSEG_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"} | (env or {})
     env.pop("WORLD_SIZE", None)
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -59,6 +61,7 @@ def test_two_processes_end_every_epoch_with_the_same_weights_and_figures(cohort,
     """Each rank draws its own slices, yet gradients are averaged: the ranks' weights (and BatchNorm
     statistics) stay identical, and the epoch figures are the sums over both ranks."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    torchrun.append(f"--log-dir={tmp_path / 'torchrun-logs'}")
     done = run([*torchrun, str(PROBE), str(cohort), str(tmp_path / "probe")], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -75,8 +78,13 @@ def test_two_processes_end_every_epoch_with_the_same_weights_and_figures(cohort,
 
 def test_bmseg_train_gpus_2_on_cpu_is_one_tracked_run(cohort, tmp_path):
     args = ["--data", str(cohort), "--gpus", "2", "--device", "cpu", *TINY, "-o", "out"]
-    done = bmseg("train", *args, tmp_path=tmp_path)
+    (tmp_path / "tmp").mkdir()
+    done = run(
+        [sys.executable, "-m", "bmcore.cli", "train", *args], tmp_path, env={"TMPDIR": str(tmp_path / "tmp")}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
+    left = [path.name for path in (tmp_path / "tmp").iterdir()]
+    assert not [name for name in left if name.startswith(("torchelastic_", "bmseg-torchrun-"))], left
     summary = json.loads(done.stdout)  # rank 0 alone reports: stdout is one JSON document
     assert summary["epochs_run"] == 2
     assert summary["registered"]["version"] == 1
