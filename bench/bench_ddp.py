@@ -65,10 +65,11 @@ def main() -> None:
 
     if args.gpus is None:
         args.gpus = [1, max(2, torch.cuda.device_count())] if args.device == "cuda" else [1, 2]
-    env = os.environ | {"BMSEG_DATA_DIR": tempfile.mkdtemp(prefix="bench-ddp-")}
-    env.pop("OMP_NUM_THREADS", None)  # the launcher shares the cores out
+    machine = machine_info() | {"cuda_devices": torch.cuda.device_count()}  # load average before the runs
     runs: dict[int, list[dict]] = {n: [] for n in args.gpus}
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as temp:
+        env = os.environ | {"BMSEG_DATA_DIR": str(Path(temp) / "data")}  # cache and stores, removed after
+        env.pop("OMP_NUM_THREADS", None)  # the launcher shares the cores out
         cohort = Path(temp) / "cohort"
         synth_cohort(cohort, 6, 0, "brats", shape=(args.size, args.size, 48), spacing=(1.9, 1.9, 3.2))
         for round_ in range(args.rounds):
@@ -82,7 +83,7 @@ def main() -> None:
         "benchmark": "ddp",
         "device": args.device,
         "settings": {k: v for k, v in vars(args).items() if k != "gpus"} | {"arch": "unet", "depth": 4},
-        "machine": machine_info() | {"cuda_devices": torch.cuda.device_count()},
+        "machine": machine,
         "processes": {
             str(n): {
                 "train_slices_per_s": best[n],
