@@ -34,7 +34,7 @@ FULL = DemoPlan(
     spacing=None,
     train={
         "size": 128,
-        "base_channels": 8,
+        "base_channels": 16,  # width 8 never separates the lesion classes (bench/bench_width.py)
         "depth": 4,
         "epochs": 6,
         "samples_per_epoch": 384,
