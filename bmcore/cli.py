@@ -136,11 +136,13 @@ def split(
     seed: int = typer.Option(0, help="Split seed."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Write the split JSON here."),
 ) -> None:
-    """Show (and optionally save) the 67/20/13 patient-level split."""
-    from bmcore.data.split import save_split, split_studies
+    """Show (and optionally save) the 67/20/13 patient-level split that training draws with this seed
+    (patients without lesions are split apart, so validation and test get lesion-bearing patients)."""
+    from bmcore.data.split import lesion_free_patients, save_split, split_studies
     from bmcore.io import find_studies
 
-    result = split_studies(find_studies(data), seed=seed)
+    studies = find_studies(data)
+    result = split_studies(studies, seed=seed, lesion_free=lesion_free_patients(studies))
     if out:
         save_split(result, out)
     typer.echo(json.dumps(result, indent=1))
@@ -218,24 +220,26 @@ def train(
     if gpus > 1 and not rank.distributed:
         find_training_studies(data)
         launch_id = os.environ.setdefault("BMSEG_LAUNCH_ID", uuid.uuid4().hex)  # tags the MLflow run
+        ended_as = "FAILED"
         try:
             failure = distributed.launch(gpus, sys.argv[1:])
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun has stopped the processes
+            ended_as = "KILLED"
             print(f"interrupted: the {gpus} training processes were stopped", file=sys.stderr)
             raise typer.Exit(130) from None
         finally:
-            if track:  # rank 0 may have been killed before it could end its run
+            # The processes are gone by now (torchrun waits for them): a rank 0 that was stopped by a
+            # signal could not end its MLflow run, so the launcher does, as the only writer left.
+            if track:
                 from bmcore import tracking
 
-                tracking.fail_unfinished_runs(data, {LAUNCH_TAG: launch_id})
+                tracking.end_unfinished_runs(data, {LAUNCH_TAG: launch_id}, ended_as)
         if failure:
             raise RuntimeError(f"distributed training failed: {failure}")
         return
     tags = {}
-    if rank.distributed:
-        distributed.stop_on_sigterm()
-        if os.environ.get("BMSEG_LAUNCH_ID"):
-            tags[LAUNCH_TAG] = os.environ["BMSEG_LAUNCH_ID"]
+    if rank.distributed and os.environ.get("BMSEG_LAUNCH_ID"):
+        tags[LAUNCH_TAG] = os.environ["BMSEG_LAUNCH_ID"]
     summary = tracked_train(data, config, out, resume=resume, track=track, split_seed=seed, tags=tags)
     if summary is not None:  # rank 0 (or the only process) reports
         typer.echo(json.dumps(summary, indent=1, default=str))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -116,16 +115,6 @@ def launch(gpus: int, argv: Sequence[str]) -> str | None:
             return f"process {rank} was killed by {first.signal_name()}"
         return f"process {rank} exited with code {first.exitcode}"
     return None
-
-
-def stop_on_sigterm() -> None:
-    """Turn the SIGTERM that ``torchrun`` sends the other processes, when one fails, into SystemExit, so
-    that they end their MLflow run and clean up instead of vanishing."""
-
-    def handler(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager

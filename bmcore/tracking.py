@@ -249,9 +249,9 @@ def log_dict(run_id: str, data: Any, artifact_file: str) -> None:
     _client().log_dict(run_id, data, artifact_file)
 
 
-def fail_unfinished_runs(data: str | Path, tags: dict[str, str]) -> int:
-    """Mark FAILED the still-running runs in ``data``'s experiment that carry all of ``tags``; returns
-    how many (a distributed run whose rank 0 was killed before it could end its own run)."""
+def end_unfinished_runs(data: str | Path, tags: dict[str, str], status: str = "FAILED") -> int:
+    """End with ``status`` the still-running runs in ``data``'s experiment that carry all of ``tags``;
+    returns how many (a distributed run whose rank 0 was stopped before it could end its own run)."""
     configure()
     client = _client()
     experiment = client.get_experiment_by_name(experiment_name_for(data))
@@ -261,7 +261,7 @@ def fail_unfinished_runs(data: str | Path, tags: dict[str, str]) -> int:
     query = " and ".join([*clauses, "attributes.status = 'RUNNING'"])
     runs = client.search_runs([experiment.experiment_id], filter_string=query)
     for run in runs:
-        client.set_terminated(run.info.run_id, "FAILED")
+        end_run(run.info.run_id, status)
     return len(runs)
 
 

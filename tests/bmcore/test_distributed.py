@@ -169,7 +169,7 @@ def test_stopping_the_launcher_stops_every_process_without_a_traceback(cohort, t
     assert launcher.returncode == 130
     assert "Traceback" not in stderr and "interrupted" in stderr, stderr
     assert not any(Path(f"/proc/{pid}").exists() for pid in ranks.values())
-    assert [run.info.status for run in mlflow_runs(tmp_path)] in (["FAILED"], ["KILLED"])
+    assert [run.info.status for run in mlflow_runs(tmp_path)] == ["KILLED"]  # ended by the launcher
 
 
 @pytest.mark.parametrize(
