@@ -91,7 +91,7 @@ OVERLAY_RGBA = ((0, 0, 0, 0), (1.0, 0.84, 0.0, 0.85), (0.18, 0.8, 0.25, 0.6), (0
 MODALITY_TITLES = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
 IDENTITY_ORIENTATION = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
 DPI = 90
-CACHE_VERSION = 1  # bump when a cached record or report changes shape
+CACHE_VERSION = 2  # bump when a cached record or report changes shape
 KEEP_REPORTS = 8
 KEEP_PATIENT_PLOTS = 256
 
@@ -176,6 +176,7 @@ def _study_record(ref: io.StudyRef, prediction: Path | None, max_voxels: int | N
         "patient_id": ref.patient_id,
         "label_kind": ref.label_kind,
         "lesions": None,
+        "lesion_voxels": None,
         "diameters_mm": [],
         "tumour_core_ml": None,
         "class_voxels": None,
@@ -185,6 +186,7 @@ def _study_record(ref: io.StudyRef, prediction: Path | None, max_voxels: int | N
         labels, spacing, _ = read_label(ref.label, ref.label_kind or "multiclass", ref.label_map, max_voxels)
         lesions = find_lesions(region_mask(labels, REGIONS["TC"]), spacing)
         record["lesions"] = len(lesions)
+        record["lesion_voxels"] = int(np.count_nonzero(labels))
         record["diameters_mm"] = [round(lesion.diameter_mm, 2) for lesion in lesions]
         record["tumour_core_ml"] = round(sum(lesion.volume_ml for lesion in lesions), 4)
         if ref.label_kind != "enhancing":
@@ -193,6 +195,18 @@ def _study_record(ref: io.StudyRef, prediction: Path | None, max_voxels: int | N
         predicted, _, _ = read_label(prediction, "multiclass", None, max_voxels)
         record["predicted_class_voxels"] = _class_voxels(predicted)
     return record
+
+
+def _lesion_free(studies: Sequence[io.StudyRef], records: list[dict]) -> list[str]:
+    """Patients whose every study was read and marks no lesion voxel: the training split's strata
+    (:func:`bmcore.data.split.lesion_free_patients`), from the records rather than the files again."""
+    voxels = {record["study_id"]: record.get("lesion_voxels") for record in records}
+    bearing_or_unknown = set()
+    for ref in studies:
+        count = voxels.get(ref.study_id)
+        if count is None or count > 0:
+            bearing_or_unknown.add(ref.patient_id)
+    return sorted({ref.patient_id for ref in studies} - bearing_or_unknown)
 
 
 def _file_key(path: Path | None) -> list[Any] | None:
@@ -323,7 +337,9 @@ def summarize_studies(
     if split is not None:
         split_info = _split_summary(split)
     elif by_patient:
-        split_info = _split_summary(split_studies(list(studies), seed=seed))
+        split_info = _split_summary(
+            split_studies(list(studies), seed=seed, lesion_free=_lesion_free(studies, records))
+        )
 
     return {
         "counts": {

@@ -14,7 +14,7 @@ from pathlib import Path
 from bmcore import distributed, io
 from bmcore.config import get_settings
 from bmcore.data.dataset import CachedCase, prepare_case
-from bmcore.data.split import save_split, split_studies
+from bmcore.data.split import lesion_free_patients, save_split, split_studies
 from bmcore.evaluation import evaluate_studies
 from bmcore.inference import load_predictor
 from bmcore.train import EpochCallback, TrainConfig, TrainResult, build_training_parts, fit
@@ -50,7 +50,7 @@ def prepare_data(
     labelled = [r for r in refs if r.label is not None]
     if len(labelled) < 2:
         raise ValueError(f"{data_dir}: training needs at least 2 labelled studies, found {len(labelled)}")
-    split = split or split_studies(labelled, seed=split_seed)
+    split = split or split_studies(labelled, seed=split_seed, lesion_free=lesion_free_patients(labelled))
     by_id = {r.study_id: r for r in labelled}
     cache_dir = cache_dir or get_settings().cache_dir
     sides = {side: [by_id[s] for s in split["studies"][side]] for side in ("train", "val", "test")}

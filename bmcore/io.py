@@ -277,6 +277,16 @@ def read_data(image: nib.Nifti1Image, name: str, dtype: type = np.float32) -> np
     return data
 
 
+def lesion_voxels(ref: StudyRef, max_voxels: int | None = None) -> int:
+    """Voxels the study's label marks as lesion (any class above 0 after its ``label_map``); 0 without
+    a label. Reads the label alone; :func:`load_study` still validates it fully."""
+    if ref.label is None:
+        return 0
+    data = read_data(read_header(ref.label, max_voxels), ref.label.name, dtype=np.int64)
+    values, counts = np.unique(data, return_counts=True)
+    return int(sum(n for v, n in zip(values, counts, strict=True) if ref.label_map.get(int(v), int(v)) > 0))
+
+
 def _check_finite(data: np.ndarray, name: str) -> None:
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())

@@ -1,9 +1,14 @@
-"""Patient-level splits: all visits of one patient on one side, seeded, saved with the run."""
+"""Patient-level splits: all visits of one patient on one side, seeded, saved with the run.
+
+Patients none of whose studies shows a lesion are split apart from the others, so that validation and
+test get lesion-bearing patients whenever there are three or more: a side without lesions scores
+every model 1.0 (no lesion, none predicted) and would choose the registry's champion blindly.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +41,45 @@ def split_patients(patient_ids: Sequence[str], ratios=DEFAULT_RATIOS, seed: int 
     }
 
 
-def split_studies(studies, ratios=DEFAULT_RATIOS, seed: int = 0) -> dict:
-    """Split :class:`bmcore.io.StudyRef` objects by patient; returns patients and study ids per side."""
-    patients = split_patients([s.patient_id for s in studies], ratios, seed)
+def split_studies(studies, ratios=DEFAULT_RATIOS, seed: int = 0, lesion_free: Collection[str] = ()) -> dict:
+    """Split :class:`bmcore.io.StudyRef` objects by patient; returns patients and study ids per side.
+
+    ``lesion_free``: patients none of whose studies shows a lesion (:func:`lesion_free_patients`); the
+    lesion-bearing patients and they are each cut 67/20/13 on their own, then put together.
+    """
+    everyone = sorted({s.patient_id for s in studies})
+    free = sorted(set(lesion_free) & set(everyone))
+    bearing = sorted(set(everyone) - set(free))
+    if free and bearing:
+        parts = split_patients(bearing, ratios, seed), split_patients(free, ratios, seed)
+        patients = {side: sorted(parts[0][side] + parts[1][side]) for side in SIDES}
+    else:
+        patients = split_patients(everyone, ratios, seed)
     side_of = {p: side for side, ps in patients.items() for p in ps}
     study_ids = {side: [] for side in SIDES}
     for study in studies:
         study_ids[side_of[study.patient_id]].append(study.study_id)
-    return {"seed": seed, "ratios": list(ratios), "patients": patients, "studies": study_ids}
+    return {
+        "seed": seed,
+        "ratios": list(ratios),
+        "patients": patients,
+        "studies": study_ids,
+        "lesion_free_patients": free,
+    }
+
+
+def lesion_free_patients(studies) -> list[str]:
+    """Patients all of whose studies have a label marking no lesion voxel (reads every label once).
+
+    A patient with an unlabelled study is not counted as lesion-free: nothing is known of that visit.
+    """
+    from bmcore import io
+
+    bearing_or_unknown = set()
+    for study in studies:
+        if study.label is None or io.lesion_voxels(study) > 0:
+            bearing_or_unknown.add(study.patient_id)
+    return sorted({s.patient_id for s in studies} - bearing_or_unknown)
 
 
 def kfold_patients(patient_ids: Sequence[str], folds: int, seed: int = 0) -> list[list[str]]:

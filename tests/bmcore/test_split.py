@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bmcore import io
-from bmcore.data.split import kfold_patients, load_split, save_split, split_patients, split_studies
+from bmcore.data.split import (
+    kfold_patients,
+    lesion_free_patients,
+    load_split,
+    save_split,
+    split_patients,
+    split_studies,
+)
 
 PATIENTS = [f"{100000 + i:06d}" for i in range(100)]
 
@@ -82,4 +92,47 @@ def test_split_command_writes_the_split(ucsf_cohort, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads(out.read_text())
-    assert json.loads(out.read_text()) == split_studies(io.find_studies(ucsf_cohort), seed=2)
+    studies = io.find_studies(ucsf_cohort)
+    expected = split_studies(studies, seed=2, lesion_free=lesion_free_patients(studies))
+    assert json.loads(out.read_text()) == expected  # the split training would use: stratified
+    assert expected["lesion_free_patients"], "the UCSF fixture has a patient without lesions"
+
+
+@dataclass(frozen=True)
+class FakeStudy:
+    patient_id: str
+    study_id: str
+
+
+def test_lesion_free_patients_never_fill_validation_or_test_alone():
+    """7 of 10 patients show no lesion: unstratified, some seeds give validation or test no lesion at
+    all (every model would score 1.0 there); stratified, each side gets one of the 3 lesion-bearing."""
+    studies = [FakeStudy(f"p{i}", f"p{i}-000") for i in range(10)]
+    free = [f"p{i}" for i in range(7)]
+    blind = 0
+    for seed in range(30):
+        plain = split_studies(studies, seed=seed)
+        blind += any(set(plain["patients"][side]) <= set(free) for side in ("val", "test"))
+        split = split_studies(studies, seed=seed, lesion_free=free)
+        for side in ("train", "val", "test"):
+            assert len(set(split["patients"][side]) - set(free)) == 1, (seed, split["patients"])
+        assert sorted(sum(split["patients"].values(), [])) == sorted(s.patient_id for s in studies)
+        assert split["lesion_free_patients"] == free
+    assert blind > 0  # the case the strata exist for does happen without them
+
+
+def test_lesion_free_patients_reads_the_labels(brats_cohort, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(brats_cohort, cohort)
+    studies = io.find_studies(cohort)
+    assert all(io.lesion_voxels(s) > 0 for s in studies)  # the synthetic studies all have lesions
+    emptied = next(s for s in studies if [t.patient_id for t in studies].count(s.patient_id) == 1)
+    label = nib.load(str(emptied.label))
+    nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine), str(emptied.label))
+    assert io.lesion_voxels(emptied) == 0
+    assert lesion_free_patients(studies) == [emptied.patient_id]
+    unlabelled = dataclasses.replace(emptied, label=None)
+    assert lesion_free_patients([unlabelled]) == []  # unknown is not lesion-free
