@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from bmcore import io
-from bmcore.data.split import DEFAULT_RATIOS, SIDES, split_studies
+from bmcore.data.split import DEFAULT_RATIOS, SIDES, lesion_free_patients, split_studies
 from bmcore.db import Study
 from bmcore.metrics import (
     DIAMETER_BIN_NAMES,
@@ -197,18 +197,6 @@ def _study_record(ref: io.StudyRef, prediction: Path | None, max_voxels: int | N
     return record
 
 
-def _lesion_free(studies: Sequence[io.StudyRef], records: list[dict]) -> list[str]:
-    """Patients whose every study was read and marks no lesion voxel: the training split's strata
-    (:func:`bmcore.data.split.lesion_free_patients`), from the records rather than the files again."""
-    voxels = {record["study_id"]: record.get("lesion_voxels") for record in records}
-    bearing_or_unknown = set()
-    for ref in studies:
-        count = voxels.get(ref.study_id)
-        if count is None or count > 0:
-            bearing_or_unknown.add(ref.patient_id)
-    return sorted({ref.patient_id for ref in studies} - bearing_or_unknown)
-
-
 def _file_key(path: Path | None) -> list[Any] | None:
     if path is None:
         return None
@@ -333,12 +321,18 @@ def summarize_studies(
     per_study = Counter(r["lesions"] for r in labelled)
     bins = Counter(diameter_bin(d) for d in diameters)
 
+    # the training split's strata, from the records rather than from the label files again
+    lesion_voxels = {record["study_id"]: record.get("lesion_voxels") for record in records}
     split_info = None
     if split is not None:
         split_info = _split_summary(split)
     elif by_patient:
         split_info = _split_summary(
-            split_studies(list(studies), seed=seed, lesion_free=_lesion_free(studies, records))
+            split_studies(
+                list(studies),
+                seed=seed,
+                lesion_free=lesion_free_patients(studies, lambda ref: lesion_voxels.get(ref.study_id)),
+            )
         )
 
     return {

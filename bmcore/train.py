@@ -102,6 +102,7 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
 
     seed_everything(config.seed)
     rank = distributed.current()
+    seed = rank_seed(config.seed, rank)  # this process's sampling, augmentation and dropout
     device = distributed.rank_device(config.device, rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed slice size: let cuDNN pick the fastest kernels
@@ -115,13 +116,12 @@ def build_training_parts(config: TrainConfig, train_cases, val_cases) -> Trainin
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
-        torch.manual_seed(rank_seed(config.seed, rank))  # same weights (broadcast), own dropout masks
+        torch.manual_seed(seed)  # same weights (broadcast from rank 0), own dropout masks
     if config.compile:  # shares the parameters; save_checkpoint unwraps it (``_orig_mod``)
         model = torch.compile(model)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
-    seed = rank_seed(config.seed, rank)
     train_set = SliceDataset(train_cases, augment=config.augment, seed=seed)
     if len(train_set) == 0:
         raise ValueError("no training slices: the training studies have no brain voxels")

@@ -8,8 +8,9 @@ every model 1.0 (no lesion, none predicted) and would choose the registry's cham
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,16 +69,23 @@ def split_studies(studies, ratios=DEFAULT_RATIOS, seed: int = 0, lesion_free: Co
     }
 
 
-def lesion_free_patients(studies) -> list[str]:
-    """Patients all of whose studies have a label marking no lesion voxel (reads every label once).
+def lesion_free_patients(studies, lesion_voxels: Callable[[Any], int | None] | None = None) -> list[str]:
+    """Patients all of whose studies have a label marking no lesion voxel.
 
-    A patient with an unlabelled study is not counted as lesion-free: nothing is known of that visit.
+    ``lesion_voxels(study)`` counts a study's lesion voxels, None when unknown (default: read the label,
+    :func:`bmcore.io.lesion_voxels`). A patient with an unlabelled or unknown study is not counted as
+    lesion-free: nothing is known of that visit.
     """
-    from bmcore import io
+    if lesion_voxels is None:
+        from bmcore import io
+
+        def lesion_voxels(study) -> int | None:
+            return None if study.label is None else io.lesion_voxels(study)
 
     bearing_or_unknown = set()
     for study in studies:
-        if study.label is None or io.lesion_voxels(study) > 0:
+        count = lesion_voxels(study)
+        if count is None or count > 0:
             bearing_or_unknown.add(study.patient_id)
     return sorted({s.patient_id for s in studies} - bearing_or_unknown)
 
