@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from bmcore.compare import run_comparison
 from bmcore.data.synth import synth_cohort
-from bmcore.run_config import TrainConfig
+from bmcore.experiments.compare import run_comparison
+from bmcore.training.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 

@@ -76,7 +76,7 @@ def feed(data: Path, cache: Path, batch_size: int, workers: int, lesion_fraction
     from torch.utils.data import DataLoader
 
     from bmcore.data.dataset import SliceDataset, lesion_sampler, prepare_case
-    from bmcore.io import find_studies
+    from bmcore.imaging import find_studies
 
     torch.set_num_threads(1)
     refs = find_studies(data)

@@ -9,7 +9,7 @@ Rows, each at 256² on random data already on the GPU (the data loader is measur
 
 - ``train_*``: one optimizer step (forward, cross-entropy as ``bmseg train`` computes it, backward,
   fused Adam), eager and under ``torch.compile``, at a small and a large batch;
-- ``train_loop_run_epoch``: the same through :func:`bmcore.train.run_epoch` itself (its per-batch
+- ``train_loop_run_epoch``: the same through :func:`bmcore.training.loop.run_epoch` itself (its per-batch
   prediction and confusion matrix included);
 - ``infer_*``: forward + softmax under ``torch.inference_mode`` with batch norm folded into the
   convolutions (as :func:`bmcore.inference.load_predictor` does), eager and compiled.
@@ -31,9 +31,9 @@ from common import RESULTS, machine_info, rounded, write_result
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from bmcore.losses import build_loss
 from bmcore.models import build_model
-from bmcore.run_config import TrainConfig
+from bmcore.training.config import TrainConfig
+from bmcore.training.losses import build_loss
 
 CL = torch.channels_last
 TARGETS = {"train_slices_per_s": 2000, "infer_slices_per_s": 5000}
@@ -100,8 +100,8 @@ def train_step(arch: str, batch: int, size: int, device: torch.device, compiled:
 
 
 def run_epoch_step(arch: str, batch: int, size: int, device: torch.device):
-    """One pass of bmcore.train.run_epoch over ``RUN_EPOCH_BATCHES`` batches per call."""
-    from bmcore.train import TrainingParts, run_epoch
+    """One pass of bmcore.training.loop.run_epoch over ``RUN_EPOCH_BATCHES`` batches per call."""
+    from bmcore.training.loop import TrainingParts, run_epoch
 
     config = TrainConfig(arch=arch, batch_size=batch, size=size, device=str(device))
     model = build_model(arch).to(device).to(memory_format=CL)

@@ -26,21 +26,21 @@ import numpy as np
 import torch
 from common import CpuShare, machine_info, rounded, write_result
 
-from bmcore import inference, io
+from bmcore import imaging, inference
 from bmcore.data.synth import synth_cohort
 from bmcore.models import build_model, save_checkpoint
 
 TARGET_SECONDS = 20.0
 # (name in the breakdown, module, attribute): the functions segment_study goes through.
 STAGES = (
-    ("load", io, "load_study"),
+    ("load", imaging, "load_study"),
     ("brain_mask", inference, "brain_mask"),
     ("normalize", inference, "normalize"),
     ("resize", inference, "resize_image"),
     ("forward", inference, "_forward"),
     ("resample_back", inference, "probabilities_to_native"),
     ("lesion_table", inference, "lesion_rows"),
-    ("write_mask", io, "save_mask"),
+    ("write_mask", imaging, "save_mask"),
 )
 
 
@@ -129,10 +129,10 @@ def main() -> None:
         started = time.perf_counter()
         synth_cohort(tmp / "study", 1, args.seed, "brats", workers=1)
         result["synth_s"] = time.perf_counter() - started
-        ref = io.find_studies(tmp / "study")[0]
+        ref = imaging.find_studies(tmp / "study")[0]
         result["study"] = {
             "id": ref.study_id,
-            "shape": list(io.load_study(ref, with_label=False).image.shape),
+            "shape": list(imaging.load_study(ref, with_label=False).image.shape),
         }
         if args.model:
             models = {"checkpoint": args.model}

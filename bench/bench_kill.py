@@ -9,7 +9,7 @@ duration T.
 Then ``--kills`` times: submit a training job, let a real ``bmseg worker`` (solo pool) run it, kill the
 worker with SIGKILL at a random point uniform in [0.05 T, 0.95 T] after the job starts (preparing data,
 mid-epoch, validating or registering), and start a new worker. The new worker's reaper
-(:mod:`bmcore.reaper`, heartbeat 0.5 s, stale after 6 s, a pass every second) re-queues the job, which
+(:mod:`bmcore.jobs.reaper`, heartbeat 0.5 s, stale after 6 s, a pass every second) re-queues the job, which
 resumes from its ``last.pt`` and MLflow run.
 
 Reported: kills, jobs finished, duplicates (Result rows beyond one per job, registry versions beyond
@@ -98,7 +98,7 @@ class Workers:
 
 def job_state(job_id: str) -> dict:
     from bmcore.db import session_scope
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     with session_scope() as session:
         return job_to_dict(get_job(session, job_id))
@@ -165,7 +165,7 @@ def run(args, rng: random.Random, root: Path, workers: Workers) -> dict:
     from bmcore import tracking
     from bmcore.data.synth import synth_cohort
     from bmcore.db import Result, init_db, session_scope
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     machine = machine_info()
     init_db()

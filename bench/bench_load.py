@@ -7,7 +7,7 @@ on a free port, with a fresh SQLite database in a temporary directory and a dedi
 (``BMSEG_BENCH_LOAD_REDIS_URL``, default ``redis://127.0.0.1:6379/8``; refused when not empty, flushed
 at the end; a private ``redis-server`` when none answers). No worker consumes the queue, so every
 accepted job must be found twice afterwards: as a ``queued`` row and as a message on the ``gpu`` list.
-A bearer token is made with :mod:`bmcore.tokens`. ``--clients`` threads (one keep-alive HTTP session
+A bearer token is made with :mod:`bmcore.accounts`. ``--clients`` threads (one keep-alive HTTP session
 each) send ``POST /api/v1/jobs`` (a train job) until ``--jobs`` were sent.
 
 Reported: status codes, accepted (202), rows and queue messages found (and ids missing or extra),
@@ -40,7 +40,7 @@ GUNICORN_WORKERS = 4
 
 
 def redis_for_bench(directory: Path) -> tuple[str, subprocess.Popen | None]:
-    from bmcore.stack import redis_reachable
+    from bmcore.local.stack import redis_reachable
 
     if redis_reachable(DEFAULT_REDIS):
         return DEFAULT_REDIS, None
@@ -144,9 +144,9 @@ def main() -> None:
     os.environ.pop("BMSEG_DATABASE_URL", None)
     server = None
     try:
+        from bmcore.accounts import create_token, create_user
         from bmcore.config import get_settings
         from bmcore.db import Job, init_db, session_scope
-        from bmcore.tokens import create_token, create_user
 
         get_settings.cache_clear()
         init_db()

@@ -12,10 +12,10 @@ is not changed for a benchmark). Jobs go one at a time, the worker idle in betwe
 Reported, p50 / p95 / max over ``--jobs`` jobs (after ``--warmup`` jobs that let the worker import
 its task code):
 
-- ``submit_s``: the :func:`bmcore.jobs.submit_job` call the API and CLI make: validate, insert and
+- ``submit_s``: the :func:`bmcore.jobs.lifecycle.submit_job` call the API and CLI make: validate, insert and
   commit the job row (SQLite), publish the task to Redis;
 - ``submit_to_running_s``: from just before that call to the ``started_at`` the worker writes into the
-  row when :func:`bmcore.jobs.claim_job` claims it: the submit call, Redis delivery, Celery's
+  row when :func:`bmcore.jobs.lifecycle.claim_job` claims it: the submit call, Redis delivery, Celery's
   dispatch, and the worker re-reading the row (its commit not included);
 - ``submit_to_finished_s`` for reference (includes the runner failing and recording the failure).
 
@@ -43,7 +43,7 @@ TARGET_P50_S = 0.010
 
 def wait_finished(job_id: str, timeout: float = 60.0) -> dict:
     from bmcore.db import session_scope
-    from bmcore.jobs import get_job
+    from bmcore.jobs.lifecycle import get_job
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     args = parser.parse_args()
 
-    from bmcore.stack import redis_reachable
+    from bmcore.local.stack import redis_reachable
 
     result = {"machine": machine_info()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +78,7 @@ def main() -> None:
         os.environ.update(env)
         from bmcore.config import get_settings
         from bmcore.db import init_db, session_scope
-        from bmcore.jobs import submit_job
+        from bmcore.jobs.lifecycle import submit_job
 
         get_settings.cache_clear()
         redis.Redis.from_url(url).flushdb()

@@ -51,9 +51,9 @@ def main() -> None:
 
     from bmcore.data.dataset import SliceDataset
     from bmcore.data.synth import synth_cohort
-    from bmcore.experiment import prepare_data, train_run
+    from bmcore.experiments.training import prepare_data, train_run
     from bmcore.models import load_checkpoint
-    from bmcore.run_config import TrainConfig
+    from bmcore.training.config import TrainConfig
 
     machine = machine_info()
     widths = {}

@@ -129,7 +129,7 @@ def free_port() -> int:
 
 def start_private_redis(directory: Path, *extra: str) -> tuple[str, subprocess.Popen]:
     """A redis-server of our own on a free port (``extra``: more server options, e.g. AOF)."""
-    from bmcore.stack import redis_reachable, redis_server_binary, wait_until
+    from bmcore.local.stack import redis_reachable, redis_server_binary, wait_until
 
     port = free_port()
     argv = [

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     max_job_seconds: int = 48 * 3600
     # A running job's worker touches ``heartbeat_at`` this often; a job silent for ``stale_after_seconds``
     # lost its worker and is re-queued (or failed after ``max_attempts``) by the reaper, which every
-    # worker runs every ``reap_interval_seconds`` (bmcore.reaper).
+    # worker runs every ``reap_interval_seconds`` (bmcore.jobs.reaper).
     heartbeat_seconds: float = 15.0
     stale_after_seconds: float = 120.0
     reap_interval_seconds: float = 30.0

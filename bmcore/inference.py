@@ -1,6 +1,6 @@
 """Whole-volume inference: a predictor from a checkpoint or registry URI; a study in, a mask out.
 
-Pipeline for one study: load and validate (:mod:`bmcore.io`) → brain mask and z-score
+Pipeline for one study: load and validate (:mod:`bmcore.imaging`) → brain mask and z-score
 (:mod:`bmcore.data.preprocess`) → the axial slices inside the brain, in batches: resized to the model's
 input size, run under ``torch.inference_mode`` (optional left–right flip test-time augmentation), class
 probabilities resized back to the native grid and argmaxed batch by batch → zero outside the brain →
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from bmcore import io, metrics
+from bmcore import imaging, metrics
 from bmcore.data.preprocess import brain_mask, normalize, probabilities_to_native, resize_image
 from bmcore.models import load_checkpoint
 
@@ -66,7 +66,7 @@ def load_predictor(ref: str | Path, device: str = "auto", precision: str = "auto
 
     ``precision="auto"`` picks bfloat16 on CUDA and on CPUs that do bfloat16 natively, else float32.
     """
-    from bmcore.train import resolve_device
+    from bmcore.training.loop import resolve_device
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -93,7 +93,7 @@ def load_predictor(ref: str | Path, device: str = "auto", precision: str = "auto
         model=model,
         arch=checkpoint["arch"],
         size=int(preprocess.get("size", 256)),
-        modalities=tuple(preprocess.get("modalities", io.MODALITIES)),
+        modalities=tuple(preprocess.get("modalities", imaging.MODALITIES)),
         device=torch_device,
         source=ref,
         precision=precision,
@@ -183,7 +183,7 @@ def predict_probabilities(
 
 def predict_volume(
     predictor: Predictor,
-    volume: io.Volume,
+    volume: imaging.Volume,
     batch_size: int = 16,
     tta: bool = False,
     on_batch: BatchCallback | None = None,
@@ -214,7 +214,7 @@ def predict_volume(
     return labels
 
 
-def lesion_rows(mask: np.ndarray, volume: io.Volume) -> list[dict]:
+def lesion_rows(mask: np.ndarray, volume: imaging.Volume) -> list[dict]:
     """One row per lesion (26-connected tumour-core component) with world-space centroid in mm."""
     core = metrics.region_mask(mask, metrics.REGIONS["TC"])
     rows = []
@@ -238,7 +238,7 @@ def lesion_rows(mask: np.ndarray, volume: io.Volume) -> list[dict]:
     return rows
 
 
-def _canonical_to_native_voxel(point: np.ndarray, volume: io.Volume) -> np.ndarray:
+def _canonical_to_native_voxel(point: np.ndarray, volume: imaging.Volume) -> np.ndarray:
     """Map a voxel coordinate from canonical (RAS-reoriented) axes back to the file's voxel axes."""
     native = np.empty(3)
     for native_axis, (canonical_axis, direction) in enumerate(volume.orientation.astype(int)):
@@ -272,7 +272,7 @@ class SegmentResult:
 
 def segment_study(
     predictor: Predictor,
-    ref: io.StudyRef,
+    ref: imaging.StudyRef,
     out_dir: str | Path,
     batch_size: int = 16,
     tta: bool = False,
@@ -280,11 +280,11 @@ def segment_study(
     should_stop: Callable[[], bool] | None = None,
 ) -> SegmentResult:
     """Segment one study; writes ``<study>_seg.nii.gz`` and ``<study>_lesions.csv`` into ``out_dir``."""
-    volume = io.load_study(ref, modalities=predictor.modalities, with_label=False)
+    volume = imaging.load_study(ref, modalities=predictor.modalities, with_label=False)
     mask = predict_volume(predictor, volume, batch_size, tta, on_batch, should_stop)
     out_dir = Path(out_dir)
     rows = lesion_rows(mask, volume)
-    mask_path = io.save_mask(mask, volume, out_dir / f"{ref.study_id}_seg.nii.gz")
+    mask_path = imaging.save_mask(mask, volume, out_dir / f"{ref.study_id}_seg.nii.gz")
     lesions_path = write_lesion_table(rows, out_dir / f"{ref.study_id}_lesions.csv")
     counts = {metrics.LABELS[k]: int((mask == k).sum()) for k in range(1, 4)}
     return SegmentResult(ref.study_id, mask_path, lesions_path, rows, counts)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 # =====================================================================================================
-# Database and queue fixtures (bmcore.db, bmcore.jobs, bmcore.queueing)
+# Database and queue fixtures (bmcore.db, bmcore.jobs.lifecycle, bmcore.jobs.queue)
 #
 #   sqlite_url        a fresh SQLite file URL under tmp_path (empty: no schema)
 #   postgres_url      session-wide: a fresh, uniquely named PostgreSQL database, dropped at the end

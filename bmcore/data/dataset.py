@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.augment import augment_slice
 from bmcore.data.preprocess import DEFAULT_CLIP, DEFAULT_SIZE, preprocess_image, resize_label
 
@@ -65,20 +65,20 @@ class CachedCase:
         return os.pread(fds[path], nbytes, z * nbytes)
 
 
-def content_key(ref: io.StudyRef, modalities: tuple[str, ...], size: int, clip: float) -> str:
+def content_key(ref: imaging.StudyRef, modalities: tuple[str, ...], size: int, clip: float) -> str:
     """Hash of the input files' contents, the preprocessing parameters and what the cached meta records
     about the study (its ids and label kind: two copies of one scan under different ids stay apart)."""
     identity = f"{ref.study_id}|{ref.patient_id}|{ref.label_kind}|{sorted(ref.label_map.items())}"
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{modalities}|{size}|{clip}|{identity}".encode())
     for path in [ref.images[m] for m in modalities] + ([ref.label] if ref.label else []):
-        digest.update(io.file_sha256(path).encode())
+        digest.update(imaging.file_sha256(path).encode())
     return digest.hexdigest()[:32]
 
 
 def prepare_case(
-    ref: io.StudyRef,
+    ref: imaging.StudyRef,
     cache_dir: str | Path,
-    modalities: tuple[str, ...] = io.MODALITIES,
+    modalities: tuple[str, ...] = imaging.MODALITIES,
     size: int = DEFAULT_SIZE,
     clip: float = DEFAULT_CLIP,
 ) -> CachedCase:
@@ -87,7 +87,7 @@ def prepare_case(
     directory = cache_dir / content_key(ref, modalities, size, clip)
     meta_path = directory / "meta.json"
     if not meta_path.exists():
-        volume = io.load_study(ref, modalities=modalities)
+        volume = imaging.load_study(ref, modalities=modalities)
         image, mask = preprocess_image(volume.image, size, clip)
         brain = mask.any(axis=(0, 1))
         label = resize_label(volume.label, size) if volume.label is not None else None

@@ -1,6 +1,6 @@
 """Preprocessing: brain mask, per-modality z-score inside it (clipped), in-plane resize and its inverse.
 
-Arrays are in canonical orientation (see :mod:`bmcore.io`): images ``(C, X, Y, Z)``, masks ``(X, Y, Z)``.
+Arrays are in canonical orientation (see :mod:`bmcore.imaging`): images ``(C, X, Y, Z)``, masks ``(X, Y, Z)``.
 Resizing acts on the in-plane axes (X, Y) of every axial slice; the inverse maps per-class probabilities
 back to the native grid before the argmax. Upsampled axes (240 → 256) go back by averaging each native
 pixel's nearest-neighbour copies, which is lossless for a label map (a 3 mm lesion survives the round trip

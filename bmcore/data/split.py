@@ -43,7 +43,7 @@ def split_patients(patient_ids: Sequence[str], ratios=DEFAULT_RATIOS, seed: int 
 
 
 def split_studies(studies, ratios=DEFAULT_RATIOS, seed: int = 0, lesion_free: Collection[str] = ()) -> dict:
-    """Split :class:`bmcore.io.StudyRef` objects by patient; returns patients and study ids per side.
+    """Split :class:`bmcore.imaging.StudyRef` objects by patient; returns patients and study ids per side.
 
     ``lesion_free``: patients none of whose studies shows a lesion (:func:`lesion_free_patients`); the
     lesion-bearing patients and they are each cut 67/20/13 on their own, then put together.
@@ -73,14 +73,14 @@ def lesion_free_patients(studies, lesion_voxels: Callable[[Any], int | None] | N
     """Patients all of whose studies have a label marking no lesion voxel.
 
     ``lesion_voxels(study)`` counts a study's lesion voxels, None when unknown (default: read the label,
-    :func:`bmcore.io.lesion_voxels`). A patient with an unlabelled or unknown study is not counted as
+    :func:`bmcore.imaging.lesion_voxels`). A patient with an unlabelled or unknown study is not counted as
     lesion-free: nothing is known of that visit.
     """
     if lesion_voxels is None:
-        from bmcore import io
+        from bmcore import imaging
 
         def lesion_voxels(study) -> int | None:
-            return None if study.label is None else io.lesion_voxels(study)
+            return None if study.label is None else imaging.lesion_voxels(study)
 
     bearing_or_unknown = set()
     for study in studies:

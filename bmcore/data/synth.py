@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bmcore import io
+from bmcore import imaging
 
 # Tissue classes used while drawing (not output labels).
 BACKGROUND, SCALP, CSF, GREY, WHITE, EDEMA, NECROSIS, ENHANCING = range(8)
@@ -213,18 +213,20 @@ def synth_study(plan: StudyPlan, out: Path) -> dict:
     labels = labels_from_tissue(tissue)
     bias = bias_field(visit_rng, shape)
     directory = out / plan.study_id
-    names = io.UCSF_SUFFIX if plan.layout == "ucsf" else io.BRATS_SUFFIX
+    names = imaging.UCSF_SUFFIX if plan.layout == "ucsf" else imaging.BRATS_SUFFIX
     sep = "_" if plan.layout == "ucsf" else "-"
-    for modality in io.MODALITIES:
+    for modality in imaging.MODALITIES:
         image = render(tissue, visit_rng, modality, bias)
-        io.write_nifti(image, affine, directory / f"{plan.study_id}{sep}{names[modality]}.nii.gz")
+        imaging.write_nifti(image, affine, directory / f"{plan.study_id}{sep}{names[modality]}.nii.gz")
     if plan.layout == "brats":
-        io.write_nifti(labels, affine, directory / f"{plan.study_id}-seg.nii.gz", dtype=np.uint8)
+        imaging.write_nifti(labels, affine, directory / f"{plan.study_id}-seg.nii.gz", dtype=np.uint8)
     else:
         if plan.write_binary:
-            io.write_nifti((labels == 3).astype(np.uint8), affine, directory / f"{plan.study_id}_seg.nii.gz")
+            imaging.write_nifti(
+                (labels == 3).astype(np.uint8), affine, directory / f"{plan.study_id}_seg.nii.gz"
+            )
         if plan.write_multiclass:
-            io.write_nifti(labels, affine, directory / f"{plan.study_id}_BraTS-seg.nii.gz")
+            imaging.write_nifti(labels, affine, directory / f"{plan.study_id}_BraTS-seg.nii.gz")
     records = [asdict(lesion) for lesion in lesions]
     return {
         "study_id": plan.study_id,

@@ -1,5 +1,6 @@
 """The JSON API under ``/api/v1`` (bearer-token auth on every route). Thin views: validate, write a row,
-queue by task name through :mod:`bmcore.jobs`, return. Errors are ``{"error": "..."}`` with a 4xx/5xx."""
+queue by task name
+through :mod:`bmcore.jobs.lifecycle`, return. Errors are ``{"error": "..."}`` with a 4xx/5xx."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
 from bmcore.db import JOB_STATUSES, JOB_TYPES, Study
-from bmcore.jobs import JobParamsError, QueueUnavailable, job_to_dict, list_jobs, submit_job
-from bmcore.jobs import cancel_job as request_cancel
+from bmcore.jobs.lifecycle import JobParamsError, QueueUnavailable, job_to_dict, list_jobs, submit_job
+from bmcore.jobs.lifecycle import cancel_job as request_cancel
 from bmcore.patients import apply_patient_update, patient_to_dict, validate_patient_update
 from services.web.auth import load_api_user
 from services.web.common import (

@@ -33,9 +33,9 @@ from flask import (
 )
 from werkzeug.exceptions import BadRequest
 
+from bmcore.accounts import normalize_email, verify_token
 from bmcore.config import get_settings
 from bmcore.db import User
-from bmcore.tokens import normalize_email, verify_token
 from services.web.common import db
 
 CSRF_FIELD = "csrf_token"

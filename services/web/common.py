@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, Result, Study, User, session_factory
-from bmcore.jobs import JobParamsError, job_to_dict, validate_job
-from bmcore.sweeps import PARENT_TYPES, is_parent_spec
+from bmcore.jobs.lifecycle import JobParamsError, job_to_dict, validate_job
+from bmcore.jobs.parents import PARENT_TYPES, is_parent_spec
 
 # Job types a user may submit from the web; sweeps and cross-validations with their search or folds
 # (a bare parent row, grouping jobs queued by hand, is CLI-only).

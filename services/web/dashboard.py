@@ -29,12 +29,13 @@ from flask import (
 )
 from sqlalchemy import select
 
-from bmcore import cohort as cohort_report
+from bmcore.accounts import authenticate
 from bmcore.config import get_settings
 from bmcore.db import JOB_STATUSES, Job, Patient, Study, User
-from bmcore.io import MODALITIES, StudyError
-from bmcore.jobs import JobParamsError, QueueUnavailable, list_jobs, submit_job
-from bmcore.jobs import cancel_job as request_cancel
+from bmcore.imaging import MODALITIES, StudyError
+from bmcore.jobs.lifecycle import JobParamsError, QueueUnavailable, list_jobs, submit_job
+from bmcore.jobs.lifecycle import cancel_job as request_cancel
+from bmcore.jobs.parents import parse_grid
 from bmcore.metrics import LABELS
 from bmcore.patients import (
     CLINICAL_ALIASES,
@@ -42,9 +43,8 @@ from bmcore.patients import (
     apply_patient_update,
     validate_patient_update,
 )
-from bmcore.run_config import ARCHS, TrainConfig
-from bmcore.sweeps import parse_grid
-from bmcore.tokens import authenticate
+from bmcore.reports import cohort as cohort_report
+from bmcore.training.config import ARCHS, TrainConfig
 from services.web import slices
 from services.web.auth import load_dashboard_user, safe_next, sign_in_user, sign_out_user
 from services.web.common import (

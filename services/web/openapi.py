@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bmcore.db import JOB_STATUSES, JOB_TYPES
-from bmcore.io import MODALITIES
+from bmcore.imaging import MODALITIES
 from bmcore.patients import PRIMARY_CANCER_TYPES
 
 

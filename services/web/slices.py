@@ -1,6 +1,6 @@
 """Axial slices of a study as PNG, for the dashboard's viewer; rendered server-side with numpy and Pillow.
 
-Volumes come from :func:`bmcore.io.load_study` (canonical RAS orientation: an axial slice is
+Volumes come from :func:`bmcore.imaging.load_study` (canonical RAS orientation: an axial slice is
 ``array[:, :, z]``). Each modality is windowed once to uint8 (0.5th-99.5th percentile of the non-zero
 voxels) and kept in a small in-process LRU cache, so moving the slider only slices and encodes.
 Display follows the radiological convention: anterior up, the patient's right on the image's left.
@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from bmcore.io import MODALITIES, load_study, study_from_dir
+from bmcore.imaging import MODALITIES, load_study, study_from_dir
 from bmcore.metrics import REGIONS, find_lesions, region_mask
 
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (255, 214, 0), 2: (46, 204, 64), 3: (230, 32, 32)}

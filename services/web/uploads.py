@@ -13,7 +13,7 @@ Nothing the client sends is trusted:
 
 Everything is written into a temporary folder inside ``uploads_dir`` and renamed into place only when
 every check passed; the database row is committed after that. On any failure there is no row and no file.
-Stored layout (BraTS-like, so ``bmcore.io.find_studies`` reads it)::
+Stored layout (BraTS-like, so ``bmcore.imaging.find_studies`` reads it)::
 
     <uploads_dir>/<study_uid>/<study_uid>-{t1n,t1c,t2w,t2f}.nii.gz  [+ <study_uid>-seg.nii.gz]
 """
@@ -40,7 +40,14 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from bmcore.db import Patient, Study
-from bmcore.io import BRATS_SUFFIX, MODALITIES, StudyError, load_study, sanitize_nifti_file, study_from_dir
+from bmcore.imaging import (
+    BRATS_SUFFIX,
+    MODALITIES,
+    StudyError,
+    load_study,
+    sanitize_nifti_file,
+    study_from_dir,
+)
 from services.web.common import WebError
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Start one worker per GPU with ``bmseg worker`` (solo pool: no fork after CUDA is initialised,
 DESIGN.md §6); ``CUDA_VISIBLE_DEVICES`` picks the GPU, and the supervisor restarts the process.
 
-Every worker also runs the reaper (:mod:`bmcore.reaper`) in a daemon thread from ``worker_ready`` on:
+Every worker also runs the reaper (:mod:`bmcore.jobs.reaper`) in a daemon thread from ``worker_ready`` on:
 a job whose worker vanished mid-run (killed, out of memory) stops heartbeating and is queued again, or
 failed with the reason once its attempts are spent.
 """
@@ -16,8 +16,8 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from bmcore.config import get_settings
-from bmcore.queueing import celery_config
-from bmcore.reaper import start_reaper
+from bmcore.jobs.queue import celery_config
+from bmcore.jobs.reaper import start_reaper
 
 app = Celery("bmseg", include=["services.worker.tasks"])
 app.conf.update(celery_config(get_settings()))

@@ -1,12 +1,12 @@
-"""Thin tasks: a job id in, :func:`bmcore.job_runner.run_job`, the row out. Safe to run twice.
+"""Thin tasks: a job id in, :func:`bmcore.jobs.runner.run_job`, the row out. Safe to run twice.
 
 Parent jobs (sweep, cross-validation) take a ``step`` as well (``start``, ``check``, ``recheck``): each is
-short and never waits for the children (:mod:`bmcore.sweeps`).
+short and never waits for the children (:mod:`bmcore.jobs.parents`).
 """
 
 from __future__ import annotations
 
-from bmcore.job_runner import run_job, run_parent
+from bmcore.jobs.runner import run_job, run_parent
 from services.worker.app import app
 
 

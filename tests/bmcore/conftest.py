@@ -1,4 +1,4 @@
-"""Fixtures for the data-path tests (bmcore.io, bmcore.data): small synthetic cohorts and bad inputs.
+"""Fixtures for the data-path tests (bmcore.imaging, bmcore.data): small synthetic cohorts and bad inputs.
 
   brats_cohort   session-wide: 4 BraTS-METS-layout studies (3 patients, one with two visits) on a coarse grid
   ucsf_cohort    session-wide: 8 UCSF-BMSR-layout studies with multi-visit patients, binary-only studies

@@ -1,4 +1,4 @@
-"""The cohort summary (bmcore.cohort) on a small synthetic cohort: primary cancers in the generator's
+"""The cohort summary (bmcore.reports.cohort) on a small synthetic cohort: primary cancers in the generator's
 proportions, lesion counts, the split, class shares, the report's JSON and PNGs, and ``bmseg cohort``."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from bmcore import cohort
 from bmcore.data.synth import PRIMARY_CANCERS, synth_cohort
-from bmcore.io import find_studies
+from bmcore.imaging import find_studies
+from bmcore.reports import cohort
 
 CASES = 80
 SHAPE = (40, 40, 24)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.augment import augment_slice, flip, rotate
 from bmcore.data.dataset import SliceDataset, content_key, lesion_sampler, prepare_case
 from bmcore.data.preprocess import preprocess_image, resize_label
@@ -22,7 +22,7 @@ SIZE = 64
 def cached(ucsf_cohort, tmp_path_factory):
     """Every UCSF study prepared into one cache: (cache folder, refs, cases)."""
     cache = tmp_path_factory.mktemp("cache")
-    refs = io.find_studies(ucsf_cohort)
+    refs = imaging.find_studies(ucsf_cohort)
     return cache, refs, [prepare_case(ref, cache, size=SIZE) for ref in refs]
 
 
@@ -41,18 +41,18 @@ def test_cache_key_follows_content_and_identity(ucsf_cohort, tmp_path):
     source = sorted(p for p in ucsf_cohort.iterdir() if p.is_dir())[0]
     study = tmp_path / source.name
     shutil.copytree(source, study)
-    ref = io.study_from_dir(study)
-    key = content_key(ref, io.MODALITIES, SIZE, 5.0)
-    assert content_key(ref, io.MODALITIES, SIZE, 5.0) == key
-    assert content_key(ref, io.MODALITIES, 128, 5.0) != key
+    ref = imaging.study_from_dir(study)
+    key = content_key(ref, imaging.MODALITIES, SIZE, 5.0)
+    assert content_key(ref, imaging.MODALITIES, SIZE, 5.0) == key
+    assert content_key(ref, imaging.MODALITIES, 128, 5.0) != key
     assert content_key(ref, ("t1ce", "flair"), SIZE, 5.0) != key
     # the same files under another study id (a copied visit) must not share the cached meta
     twin = tmp_path / "twin" / ref.study_id.replace("A", "B")
     twin.mkdir(parents=True)
     for path in study.iterdir():
         shutil.copy(path, twin / path.name.replace(ref.study_id, twin.name))
-    twin_ref = io.study_from_dir(twin)
-    assert content_key(twin_ref, io.MODALITIES, SIZE, 5.0) != key
+    twin_ref = imaging.study_from_dir(twin)
+    assert content_key(twin_ref, imaging.MODALITIES, SIZE, 5.0) != key
     assert prepare_case(twin_ref, tmp_path / "cache", size=SIZE).study_id == twin.name
     assert prepare_case(ref, tmp_path / "cache", size=SIZE).study_id == ref.study_id
     # changed voxels, same file name → new key
@@ -60,12 +60,12 @@ def test_cache_key_follows_content_and_identity(ucsf_cohort, tmp_path):
     data = np.asarray(nib.load(flair).dataobj)
     data[10, 10, 10] += 1
     nib.save(nib.Nifti1Image(data, nib.load(flair).affine), flair)
-    assert content_key(ref, io.MODALITIES, SIZE, 5.0) != key
+    assert content_key(ref, imaging.MODALITIES, SIZE, 5.0) != key
 
 
 def test_slices_read_back_the_preprocessed_arrays(cached):
     _, refs, cases = cached
-    volume = io.load_study(refs[0])
+    volume = imaging.load_study(refs[0])
     image, mask = preprocess_image(volume.image, SIZE)
     label = resize_label(volume.label, SIZE)
     case = cases[0]
@@ -99,7 +99,9 @@ def test_slice_dataset_covers_brain_slices_with_partial_flags(cached):
 def test_unlabelled_cases_are_refused(cached, tmp_path):
     _, refs, _ = cached
     ref = refs[0]
-    unlabelled = io.StudyRef(ref.study_id, ref.patient_id, ref.layout, ref.images, directory=ref.directory)
+    unlabelled = imaging.StudyRef(
+        ref.study_id, ref.patient_id, ref.layout, ref.images, directory=ref.directory
+    )
     case = prepare_case(unlabelled, tmp_path, size=SIZE)
     assert not case.has_label and case.read_slice(0)[1] is None
     with pytest.raises(ValueError, match="without labels"):

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bmcore import distributed
 from bmcore.data.synth import synth_cohort
-from bmcore.run_config import TrainConfig
-from bmcore.train import rank_samples, rank_seed
+from bmcore.training import distributed
+from bmcore.training.config import TrainConfig
+from bmcore.training.loop import rank_samples, rank_seed
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("scripts") / "ddp_probe.py"

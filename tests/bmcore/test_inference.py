@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bmcore import inference, io
+from bmcore import imaging, inference
 from bmcore.data.preprocess import preprocess_image, probabilities_to_native
 from bmcore.models import build_model, save_checkpoint
 
@@ -52,14 +52,14 @@ def tiny_checkpoint(tmp_path_factory):
     model = build_model("unet", **TINY["unet"]).eval()
     _randomise_batch_norms(model, seed=1)
     path = tmp_path_factory.mktemp("model") / "unet.pt"
-    save_checkpoint(path, model, "unet", {"preprocess": {"size": 64, "modalities": list(io.MODALITIES)}})
+    save_checkpoint(path, model, "unet", {"preprocess": {"size": 64, "modalities": list(imaging.MODALITIES)}})
     return path
 
 
 def test_predict_volume_equals_the_whole_volume_pipeline(brats_cohort, tiny_checkpoint):
     """Batch-by-batch prediction gives exactly what preprocessing the whole volume first gives."""
     predictor = inference.load_predictor(tiny_checkpoint, device="cpu", precision="fp32")
-    volume = io.load_study(io.find_studies(brats_cohort)[0], with_label=False)
+    volume = imaging.load_study(imaging.find_studies(brats_cohort)[0], with_label=False)
     image, mask = preprocess_image(volume.image, predictor.size)
     brain = np.flatnonzero(mask.any(axis=(0, 1)))
     probabilities = inference.predict_probabilities(predictor, image[..., brain].transpose(3, 0, 1, 2), 7)
@@ -75,7 +75,7 @@ def test_predict_volume_equals_the_whole_volume_pipeline(brats_cohort, tiny_chec
 
 
 def test_bf16_predictor_agrees_with_fp32(brats_cohort, tiny_checkpoint):
-    volume = io.load_study(io.find_studies(brats_cohort)[1], with_label=False)
+    volume = imaging.load_study(imaging.find_studies(brats_cohort)[1], with_label=False)
     fp32 = inference.load_predictor(tiny_checkpoint, device="cpu", precision="fp32")
     bf16 = inference.load_predictor(tiny_checkpoint, device="cpu", precision="bf16")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16

@@ -1,4 +1,4 @@
-"""Tests of bmcore.io: finding and loading studies, the bad-input battery, writing masks, real scans."""
+"""Tests of bmcore.imaging: finding and loading studies, the bad-input battery, writing masks, real scans."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.preprocess import brain_mask
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
@@ -29,9 +29,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_bad_input_is_one_line_study_error(bad_study):
-    ref = io.find_studies(bad_study.root)[0]
-    with pytest.raises(io.StudyError) as caught:
-        io.load_study(ref, max_voxels=bad_study.max_voxels)
+    ref = imaging.find_studies(bad_study.root)[0]
+    with pytest.raises(imaging.StudyError) as caught:
+        imaging.load_study(ref, max_voxels=bad_study.max_voxels)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(bad_study.study_id)
@@ -39,18 +39,20 @@ def test_bad_input_is_one_line_study_error(bad_study):
 
 
 def test_bad_image_is_refused_even_without_label(bad_study):
-    ref = io.find_studies(bad_study.root)[0]
+    ref = imaging.find_studies(bad_study.root)[0]
     if bad_study.label_only:
-        assert io.load_study(ref, max_voxels=bad_study.max_voxels, with_label=False).label is None
+        assert imaging.load_study(ref, max_voxels=bad_study.max_voxels, with_label=False).label is None
     else:
-        with pytest.raises(io.StudyError, match=bad_study.expected.replace("(", r"\(").replace(")", r"\)")):
-            io.load_study(ref, max_voxels=bad_study.max_voxels, with_label=False)
+        with pytest.raises(
+            imaging.StudyError, match=bad_study.expected.replace("(", r"\(").replace(")", r"\)")
+        ):
+            imaging.load_study(ref, max_voxels=bad_study.max_voxels, with_label=False)
 
 
 def test_voxel_limit_applies_to_a_complete_file(brats_cohort):
-    ref = io.find_studies(brats_cohort)[0]
-    with pytest.raises(io.StudyError, match="header claims 163,840 voxels, over the limit of 100,000"):
-        io.load_study(ref, max_voxels=100_000)
+    ref = imaging.find_studies(brats_cohort)[0]
+    with pytest.raises(imaging.StudyError, match="header claims 163,840 voxels, over the limit of 100,000"):
+        imaging.load_study(ref, max_voxels=100_000)
 
 
 def test_manifest_without_a_modality_is_refused_by_name(brats_cohort, tmp_path):
@@ -59,10 +61,10 @@ def test_manifest_without_a_modality_is_refused_by_name(brats_cohort, tmp_path):
     t1c = os.path.relpath(study / f"{study.name}-t1c.nii.gz", tmp_path)
     t2f = os.path.relpath(study / f"{study.name}-t2f.nii.gz", tmp_path)
     manifest.write_text(f"patient_id,study_id,t1,t1ce,t2,flair\np1,s1,,{t1c},,{t2f}\n")
-    ref = io.find_studies(manifest)[0]
-    with pytest.raises(io.StudyError, match=r"^s1: missing modality t1, t2 \(has t1ce, flair\)$"):
-        io.load_study(ref)
-    volume = io.load_study(ref, modalities=("t1ce", "flair"))
+    ref = imaging.find_studies(manifest)[0]
+    with pytest.raises(imaging.StudyError, match=r"^s1: missing modality t1, t2 \(has t1ce, flair\)$"):
+        imaging.load_study(ref)
+    volume = imaging.load_study(ref, modalities=("t1ce", "flair"))
     assert volume.image.shape == (2, 64, 64, 40)
     assert volume.label is None
 
@@ -80,19 +82,19 @@ def test_manifest_without_a_modality_is_refused_by_name(brats_cohort, tmp_path):
 def test_bad_manifest_is_a_study_error(tmp_path, text, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(text)
-    with pytest.raises(io.StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        io.read_manifest(manifest)
+    with pytest.raises(imaging.StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        imaging.read_manifest(manifest)
 
 
 def test_find_studies_accepts_dataset_study_folder_and_refuses_others(brats_cohort, tmp_path):
-    studies = io.find_studies(brats_cohort)
+    studies = imaging.find_studies(brats_cohort)
     assert [s.study_id for s in studies] == sorted(p.name for p in brats_cohort.iterdir() if p.is_dir())
-    one = io.find_studies(brats_cohort / studies[0].study_id)
+    one = imaging.find_studies(brats_cohort / studies[0].study_id)
     assert [s.study_id for s in one] == [studies[0].study_id]
-    with pytest.raises(io.StudyError, match="no studies found"):
-        io.find_studies(tmp_path)
-    with pytest.raises(io.StudyError, match="no such file"):
-        io.find_studies(tmp_path / "absent")
+    with pytest.raises(imaging.StudyError, match="no studies found"):
+        imaging.find_studies(tmp_path)
+    with pytest.raises(imaging.StudyError, match="no such file"):
+        imaging.find_studies(tmp_path / "absent")
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -101,7 +103,7 @@ def test_find_studies_accepts_dataset_study_folder_and_refuses_others(brats_coho
 def test_write_nifti_is_readable_by_others_and_clears_free_text(tmp_path):
     header = nib.Nifti1Header()
     header["descrip"] = b"Patient: Jane Doe"
-    path = io.write_nifti(np.ones((3, 4, 5), np.int16), np.eye(4), tmp_path / "a.nii.gz", header=header)
+    path = imaging.write_nifti(np.ones((3, 4, 5), np.int16), np.eye(4), tmp_path / "a.nii.gz", header=header)
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
@@ -115,7 +117,7 @@ def test_sanitize_keeps_scaled_values(tmp_path):
     image.header.set_slope_inter(0.5, 0.25)
     image.header["descrip"] = b"secret"
     nib.save(image, tmp_path / "in.nii.gz")
-    shape, zooms = io.sanitize_nifti_file(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", 1000)
+    shape, zooms = imaging.sanitize_nifti_file(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", 1000)
     out = nib.load(tmp_path / "out.nii.gz")
     assert shape == (3, 4, 5) and zooms == pytest.approx((0.9, 0.9, 1.5))
     np.testing.assert_allclose(np.asarray(out.dataobj), data * 0.5 + 0.25)
@@ -132,11 +134,11 @@ def test_save_mask_round_trip_with_permuted_axes(brats_cohort, tmp_path):
     for path in source.iterdir():
         data = np.asarray(nib.load(path).dataobj)
         nib.save(nib.Nifti1Image(data, affine), study / path.name)
-    volume = io.load_study(io.study_from_dir(study))
+    volume = imaging.load_study(imaging.study_from_dir(study))
     assert volume.image.shape == (4, 40, 64, 64)  # canonical R, A, S axis order
     assert volume.spacing == pytest.approx((4.0, 3.5, 3.5))
     assert volume.native_shape == (64, 64, 40)
-    out = io.save_mask(volume.label, volume, tmp_path / "mask.nii.gz")
+    out = imaging.save_mask(volume.label, volume, tmp_path / "mask.nii.gz")
     written = nib.load(out)
     original = nib.load(study / f"{source.name}-seg.nii.gz")
     assert written.shape == original.shape
@@ -165,10 +167,10 @@ def _write_real_manifest(tmp_path: Path) -> Path:
 
 @needs_real
 def test_real_glioma_two_modalities_labels_orientation_and_brain_mask(tmp_path):
-    glioma = io.find_studies(_write_real_manifest(tmp_path))[0]
-    with pytest.raises(io.StudyError, match=r"^glioma6: missing modality t1, t2 \(has t1ce, flair\)$"):
-        io.load_study(glioma)
-    volume = io.load_study(glioma, modalities=("t1ce", "flair"))
+    glioma = imaging.find_studies(_write_real_manifest(tmp_path))[0]
+    with pytest.raises(imaging.StudyError, match=r"^glioma6: missing modality t1, t2 \(has t1ce, flair\)$"):
+        imaging.load_study(glioma)
+    volume = imaging.load_study(glioma, modalities=("t1ce", "flair"))
     assert volume.image.shape == (2, 240, 240, 155)
     assert set(np.unique(volume.label).tolist()) == {0, 1, 2, 3}
 
@@ -176,7 +178,7 @@ def test_real_glioma_two_modalities_labels_orientation_and_brain_mask(tmp_path):
     assert nib.aff2axcodes(source.affine) == ("L", "P", "S")
     raw = np.asarray(source.dataobj).astype(np.int64)
     expected = np.select([raw == 3, raw == 4], [1, 3], raw)  # necrosis + non-enhancing → 1, enhancing → 3
-    written = nib.load(io.save_mask(volume.label, volume, tmp_path / "glioma6_seg.nii.gz"))
+    written = nib.load(imaging.save_mask(volume.label, volume, tmp_path / "glioma6_seg.nii.gz"))
     assert written.shape == source.shape
     np.testing.assert_allclose(written.affine, source.affine)
     np.testing.assert_array_equal(np.asarray(written.dataobj), expected)
@@ -188,15 +190,15 @@ def test_real_glioma_two_modalities_labels_orientation_and_brain_mask(tmp_path):
 
 @needs_real
 def test_real_ms_case_loads_in_mni_geometry(tmp_path):
-    ms = io.find_studies(_write_real_manifest(tmp_path))[1]
-    volume = io.load_study(ms)
-    assert volume.modalities == io.MODALITIES
+    ms = imaging.find_studies(_write_real_manifest(tmp_path))[1]
+    volume = imaging.load_study(ms)
+    assert volume.modalities == imaging.MODALITIES
     assert volume.image.shape == (4, 182, 218, 182)
     assert volume.native_shape == (182, 218, 182)
     assert volume.spacing == pytest.approx((1.0, 1.0, 1.0))
     assert set(np.unique(volume.label).tolist()) == {0, 1}
     assert int(volume.label.sum()) == 49_769
-    written = nib.load(io.save_mask(volume.label, volume, tmp_path / "ms19_seg.nii.gz"))
+    written = nib.load(imaging.save_mask(volume.label, volume, tmp_path / "ms19_seg.nii.gz"))
     source = nib.load(MS / "GOLD_STANDARD.nii.gz")
     np.testing.assert_allclose(written.affine, source.affine)
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj))
@@ -218,5 +220,5 @@ def test_spacing_comes_from_the_affine_not_a_stale_pixdim(tmp_path):
         (study / f"{study.name}-{suffix}.nii").write_bytes(
             header.binaryblock + b"\0" * 4 + data.tobytes(order="F")
         )
-    volume = io.load_study(io.study_from_dir(study))
+    volume = imaging.load_study(imaging.study_from_dir(study))
     assert volume.spacing == pytest.approx((2.0, 2.0, 3.0))

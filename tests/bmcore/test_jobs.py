@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, Result, session_factory
-from bmcore.jobs import (
+from bmcore.jobs.lifecycle import (
     JobNotFound,
     JobParamsError,
     QueueUnavailable,
@@ -29,7 +29,7 @@ from bmcore.jobs import (
     submit_job,
     update_progress,
 )
-from bmcore.queueing import QUEUE_FOR_TASK, TASK_NAMES, celery_client, celery_config
+from bmcore.jobs.queue import QUEUE_FOR_TASK, TASK_NAMES, celery_client, celery_config
 
 DATA = "/data/cohort"
 MINIMAL_PARAMS = {"train": {"data": DATA}, "evaluate": {"data": DATA}, "segment": {"study_dir": DATA}}
@@ -169,7 +169,10 @@ def test_celery_config_follows_the_design(monkeypatch):
 
 
 def test_submitting_side_stays_torch_free():
-    code = "import sys, bmcore.db, bmcore.jobs, bmcore.queueing; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = (
+        "import sys, bmcore.db, bmcore.jobs.lifecycle, bmcore.jobs.queue; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -1,4 +1,4 @@
-"""Tests for bmcore.losses: hand-computed values, partial (enhancing-only) labels, the registry."""
+"""Tests for bmcore.training.losses: hand-computed values, partial (enhancing-only) labels, the registry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bmcore.losses import build_loss, cross_entropy_loss, dice_ce_loss
+from bmcore.training.losses import build_loss, cross_entropy_loss, dice_ce_loss
 
 # One sample, four classes, one row of two voxels: logits (1, 4, 1, 2), labels (1, 1, 2).
 LOGITS = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 3.0]]).reshape(1, 4, 1, 2)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from bmcore.losses import cross_entropy_loss
 from bmcore.models import (
     MODELS,
     AttentionUNet,
@@ -19,6 +18,7 @@ from bmcore.models import (
     save_checkpoint,
 )
 from bmcore.models.unet import AttentionGate
+from bmcore.training.losses import cross_entropy_loss
 
 # (arch, small constructor arguments) covering a couple of widths and depths each.
 CONFIGS = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data import preprocess
 from bmcore.data.synth import synth_cohort
 
@@ -39,7 +39,7 @@ def test_normalize_zscores_inside_mask_and_zeroes_outside():
 
 
 def test_brain_mask_on_synthetic_head(brats_cohort):
-    volume = io.load_study(io.find_studies(brats_cohort)[0])
+    volume = imaging.load_study(imaging.find_studies(brats_cohort)[0])
     mask = preprocess.brain_mask(volume.image)
     head = (volume.image > 0).all(axis=0)
     assert mask.shape == volume.image.shape[1:] and mask.dtype == bool
@@ -93,8 +93,8 @@ def test_probabilities_to_native_follows_smooth_maps():
 def test_every_lesion_of_3mm_or_more_survives_the_round_trip(full_plane_cohort):
     """Acceptance: resize a full-resolution label to 256² and back; Dice ≥ 0.9 for each lesion ≥ 3 mm."""
     tested = 0
-    for ref in io.find_studies(full_plane_cohort):
-        label = io.load_study(ref).label
+    for ref in imaging.find_studies(full_plane_cohort):
+        label = imaging.load_study(ref).label
         back = preprocess.label_to_native(preprocess.resize_label(label, 256), label.shape[:2])
         core, core_back = np.isin(label, (1, 3)), np.isin(back, (1, 3))
         components, count = ndimage.label(core, structure=np.ones((3, 3, 3)))

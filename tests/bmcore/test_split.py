@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.split import (
     kfold_patients,
     lesion_free_patients,
@@ -55,7 +55,7 @@ def test_seeded_determinism():
 
 
 def test_visits_of_a_patient_stay_on_one_side(ucsf_cohort, tmp_path):
-    studies = io.find_studies(ucsf_cohort)
+    studies = imaging.find_studies(ucsf_cohort)
     assert len({s.patient_id for s in studies}) < len(studies), "the cohort has multi-visit patients"
     for seed in range(5):
         result = split_studies(studies, seed=seed)
@@ -92,7 +92,7 @@ def test_split_command_writes_the_split(ucsf_cohort, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads(out.read_text())
-    studies = io.find_studies(ucsf_cohort)
+    studies = imaging.find_studies(ucsf_cohort)
     expected = split_studies(studies, seed=2, lesion_free=lesion_free_patients(studies))
     assert json.loads(out.read_text()) == expected  # the split training would use: stratified
     assert expected["lesion_free_patients"], "the UCSF fixture has a patient without lesions"
@@ -127,12 +127,12 @@ def test_lesion_free_patients_reads_the_labels(brats_cohort, tmp_path):
 
     cohort = tmp_path / "cohort"
     shutil.copytree(brats_cohort, cohort)
-    studies = io.find_studies(cohort)
-    assert all(io.lesion_voxels(s) > 0 for s in studies)  # the synthetic studies all have lesions
+    studies = imaging.find_studies(cohort)
+    assert all(imaging.lesion_voxels(s) > 0 for s in studies)  # the synthetic studies all have lesions
     emptied = next(s for s in studies if [t.patient_id for t in studies].count(s.patient_id) == 1)
     label = nib.load(str(emptied.label))
     nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine), str(emptied.label))
-    assert io.lesion_voxels(emptied) == 0
+    assert imaging.lesion_voxels(emptied) == 0
     assert lesion_free_patients(studies) == [emptied.patient_id]
     unlabelled = dataclasses.replace(emptied, label=None)
     assert lesion_free_patients([unlabelled]) == []  # unknown is not lesion-free

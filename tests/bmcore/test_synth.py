@@ -1,4 +1,5 @@
-"""Tests of bmcore.data.synth: both layouts read back through bmcore.io with the truth cohort.json records."""
+"""Tests of bmcore.data.synth: both layouts read back through bmcore.imaging with the truth
+cohort.json records."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.synth import (
     LAYOUTS,
     NECROSIS_ABOVE_MM,
@@ -35,14 +36,14 @@ def cohort_record(root: Path) -> dict:
 
 
 def test_brats_layout_reads_back_multiclass_with_patients(brats_cohort):
-    refs = io.find_studies(brats_cohort)
+    refs = imaging.find_studies(brats_cohort)
     record = cohort_record(brats_cohort)
     assert [r.study_id for r in refs] == sorted(s["study_id"] for s in record["studies"])
     present = set()
     for ref in refs:
         assert ref.layout == "brats" and ref.label_kind == "multiclass"
         assert ref.patient_id == ref.study_id.split("-")[2]  # BraTS-MET-00001-000 → 00001
-        volume = io.load_study(ref)
+        volume = imaging.load_study(ref)
         assert volume.image.shape == (4, *SMALL_SHAPE)
         assert volume.spacing == pytest.approx(SMALL_SPACING)
         assert nib.aff2axcodes(nib.load(ref.images["t1"]).affine) == ("L", "P", "S")
@@ -57,7 +58,7 @@ def test_brats_layout_reads_back_multiclass_with_patients(brats_cohort):
 
 
 def test_ucsf_layout_labels_spacing_and_patients(ucsf_cohort):
-    refs = io.find_studies(ucsf_cohort)
+    refs = imaging.find_studies(ucsf_cohort)
     record = {s["study_id"]: s for s in cohort_record(ucsf_cohort)["studies"]}
     kinds = set()
     for ref in refs:
@@ -66,7 +67,7 @@ def test_ucsf_layout_labels_spacing_and_patients(ucsf_cohort):
         assert record[ref.study_id]["patient_id"] == ref.patient_id
         binary = raw(ucsf_cohort / ref.study_id / f"{ref.study_id}_seg.nii.gz")
         assert set(np.unique(binary).tolist()) <= {0, 1}
-        volume = io.load_study(ref)
+        volume = imaging.load_study(ref)
         assert volume.spacing == pytest.approx(SMALL_SPACING)
         brats_seg = ucsf_cohort / ref.study_id / f"{ref.study_id}_BraTS-seg.nii.gz"
         kinds.add(ref.label_kind)
@@ -80,7 +81,7 @@ def test_ucsf_layout_labels_spacing_and_patients(ucsf_cohort):
     assert kinds == {"multiclass", "enhancing"}
     patients = [r.patient_id for r in refs]
     assert len(set(patients)) < len(patients)
-    assert io.UCSF_ID.match("100101A").group(1) == "100101"
+    assert imaging.UCSF_ID.match("100101A").group(1) == "100101"
 
 
 def test_default_grids_follow_the_layouts():
@@ -94,7 +95,7 @@ def test_default_grids_follow_the_layouts():
 
 
 def test_images_int16_labels_uint8_on_disk(ucsf_cohort):
-    for ref in io.find_studies(ucsf_cohort):
+    for ref in imaging.find_studies(ucsf_cohort):
         for path in ref.images.values():
             assert nib.load(path).get_data_dtype() == np.int16
         assert nib.load(ref.label).get_data_dtype() == np.uint8
@@ -117,7 +118,7 @@ def test_cohort_json_matches_the_label_maps(brats_cohort, ucsf_cohort):
     lesions_seen = necrotic_seen = 0
     for root in (brats_cohort, ucsf_cohort):
         record = cohort_record(root)
-        refs = {r.study_id: r for r in io.find_studies(root)}
+        refs = {r.study_id: r for r in imaging.find_studies(root)}
         for study in record["studies"]:
             ref = refs[study["study_id"]]
             label_path = ref.label if ref.label_kind == "multiclass" else None
@@ -165,7 +166,7 @@ def test_synth_command(tmp_path):
     result = subprocess.run([str(BMSEG), *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "wrote 2 studies" in result.stdout
-    assert len(io.find_studies(out)) == 2
+    assert len(imaging.find_studies(out)) == 2
     bad = subprocess.run(
         [str(BMSEG), "synth", str(tmp_path / "x"), "--layout", "nifti"],
         capture_output=True,

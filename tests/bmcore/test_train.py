@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.dataset import prepare_case
 from bmcore.data.synth import synth_cohort
 from bmcore.evaluation import evaluate_studies
-from bmcore.experiment import train_run
+from bmcore.experiments.training import train_run
 from bmcore.inference import LESION_COLUMNS, load_predictor, segment_study
-from bmcore.run_config import TrainConfig
-from bmcore.train import build_training_parts, fit
+from bmcore.training.config import TrainConfig
+from bmcore.training.loop import build_training_parts, fit
 
 TINY = {
     "size": 64,
@@ -39,7 +39,7 @@ def brats_cohort(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cached_cases(brats_cohort, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    return [prepare_case(ref, cache, size=64) for ref in io.find_studies(brats_cohort)]
+    return [prepare_case(ref, cache, size=64) for ref in imaging.find_studies(brats_cohort)]
 
 
 def constant_loss(logits, target, partial=None):
@@ -91,7 +91,7 @@ def test_a_mixed_cohort_trains_with_partial_labels(tmp_path):
         multiclass_fraction=0.5,
         workers=1,
     )
-    refs = io.find_studies(cohort)
+    refs = imaging.find_studies(cohort)
     kinds = {r.label_kind for r in refs}
     assert kinds == {"multiclass", "enhancing"}
     cases = [prepare_case(ref, tmp_path / "cache", size=64) for ref in refs]
@@ -110,7 +110,7 @@ def test_one_epoch_train_then_segment_then_evaluate(brats_cohort, tmp_path, monk
     get_settings.cache_clear()
     assert outcome.best_checkpoint.is_file() and outcome.validation is not None
     predictor = load_predictor(outcome.best_checkpoint, device="cpu")
-    ref = io.find_studies(brats_cohort)[0]
+    ref = imaging.find_studies(brats_cohort)[0]
     result = segment_study(predictor, ref, tmp_path / "out")
     mask, source = nib.load(result.mask_path), nib.load(ref.images["t1ce"])
     assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
@@ -118,6 +118,6 @@ def test_one_epoch_train_then_segment_then_evaluate(brats_cohort, tmp_path, monk
         header, *rows = list(csv.reader(handle))
     assert tuple(header) == LESION_COLUMNS
     assert len(rows) == len(result.lesions)
-    evaluation = evaluate_studies(predictor, io.find_studies(brats_cohort)[:2])
+    evaluation = evaluate_studies(predictor, imaging.find_studies(brats_cohort)[:2])
     for key in ("paper_mean_iou", "dice_TC", "lesion_dice_TC", "hd95_TC", "detection_sensitivity_TC"):
         assert key in evaluation["summary"]

@@ -116,7 +116,7 @@ def db_session(app):
 
 @pytest.fixture
 def users(app, db_session) -> SimpleNamespace:
-    from bmcore.tokens import create_token, create_user
+    from bmcore.accounts import create_token, create_user
 
     people = {}
     for name, admin in (("alice", False), ("bob", False), ("root", True)):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bmcore.db import Job, JobEvent
-from bmcore.jobs import claim_job, finish_job, record_result, update_progress
+from bmcore.jobs.lifecycle import claim_job, finish_job, record_result, update_progress
 
 TRAIN = {"data": "/data/brats", "arch": "unet", "epochs": 3, "lr": 0.001}
 

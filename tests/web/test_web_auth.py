@@ -1,6 +1,6 @@
 """Who may do what: every route but /healthz, the sign-in page and /static refuses strangers; bearer
 tokens for the API, session cookies with CSRF tokens for the dashboard; accounts and tokens
-(bmcore.tokens)."""
+(bmcore.accounts)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from bmcore.db import ApiToken, Job, User
-from bmcore.tokens import (
+from bmcore.accounts import (
     authenticate,
     create_token,
     create_user,
@@ -19,6 +18,7 @@ from bmcore.tokens import (
     set_password,
     verify_token,
 )
+from bmcore.db import ApiToken, Job, User
 
 from .conftest import PASSWORD, form_csrf, sign_in
 
@@ -191,7 +191,7 @@ def test_security_headers(client):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-# ----------------------------------------------------------------------------------------- bmcore.tokens
+# ----------------------------------------------------------------------------------------- bmcore.accounts
 
 
 def test_tokens_are_stored_as_hashes_and_verified(db_session):

@@ -60,9 +60,9 @@ def stack(tmp_path, monkeypatch, browser_redis):
     pytest.importorskip("playwright.sync_api")
     from werkzeug.serving import make_server
 
+    from bmcore.accounts import create_user
     from bmcore.config import get_settings
     from bmcore.db import dispose_engines, session_scope
-    from bmcore.tokens import create_user
     from services.web import create_app
 
     env = {
@@ -269,7 +269,7 @@ def test_a_sweep_page_shows_its_children_as_they_come(stack):
 
     from bmcore.data.synth import synth_cohort
     from bmcore.db import User, session_scope
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     cohort = stack["tmp"] / "sweep-cohort"
     synth_cohort(cohort, 4, 3, "brats", shape=(64, 64, 24), spacing=(3.5, 3.5, 6.0), workers=1)

@@ -10,7 +10,7 @@ import threading
 import pytest
 from PIL import Image
 
-from bmcore.cohort import PLOTS
+from bmcore.reports.cohort import PLOTS
 
 from .conftest import PASSWORD, sign_in
 

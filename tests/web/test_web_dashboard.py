@@ -10,7 +10,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from bmcore.db import Job
-from bmcore.jobs import claim_job, record_result, update_progress
+from bmcore.jobs.lifecycle import claim_job, record_result, update_progress
 
 
 def _png(response) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bmcore.db import Patient, Study
-from bmcore.io import find_studies
+from bmcore.imaging import find_studies
 
 from .conftest import SHAPE, affine_for, multipart, nifti_bytes, synthetic_study
 
@@ -241,8 +241,8 @@ def test_wrong_request_content_type_is_415(client, api, app, db_session):
 
 
 def test_oversized_upload_is_413(make_app, users, db_session):
+    from bmcore.accounts import create_token
     from bmcore.db import session_factory
-    from bmcore.tokens import create_token
 
     app = make_app(MAX_CONTENT_LENGTH=100_000)
     with session_factory(app.config["DATABASE_URL"])() as session:

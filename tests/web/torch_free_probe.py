@@ -13,10 +13,10 @@ import sys
 
 HEAVY_MODULES = (
     "torch",
-    "bmcore.train",
+    "bmcore.training.loop",
     "bmcore.models",
     "bmcore.inference",
-    "bmcore.losses",
+    "bmcore.training.losses",
     "bmcore.data.dataset",
     "bmcore.data.preprocess",
 )

@@ -1,6 +1,6 @@
 """Reliability against real processes: no job lost, none run twice, nothing half-written, no PHI kept.
 
-* the reaper (bmcore.reaper) on its own, on SQLite and PostgreSQL: stale running jobs re-queued, failed
+* the reaper (bmcore.jobs.reaper) on its own, on SQLite and PostgreSQL: stale running jobs re-queued, failed
   once out of attempts, cancelled when a cancel was pending; fresh, queued, finished and parent jobs left
   alone; two reapers never re-queue a job twice; a broker outage leaves the job for the next pass;
 * a worker killed with SIGKILL mid-training: the next worker's reaper re-queues the job, which resumes
@@ -239,14 +239,14 @@ def stack(broker, tmp_path_factory):
 
 
 def submit(job_type: str, params: dict, study_id: int | None = None) -> str:
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     with session_scope() as session:
         return submit_job(session, job_type, params, study_id=study_id).id
 
 
 def job_row(job_id: str) -> dict:
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     with session_scope() as session:
         return job_to_dict(get_job(session, job_id))
@@ -340,8 +340,8 @@ def reload(session, job_id: str) -> Job:
 
 
 def test_heartbeat_keeps_a_running_job_fresh_until_it_ends(reaper_db):
-    from bmcore.jobs import claim_job, finish_job
-    from bmcore.reaper import Heartbeat, reap_stale_jobs
+    from bmcore.jobs.lifecycle import claim_job, finish_job
+    from bmcore.jobs.reaper import Heartbeat, reap_stale_jobs
 
     session, _queue = reaper_db
     job_id = running_job(session, 0, status="queued", attempts=0)
@@ -358,8 +358,8 @@ def test_heartbeat_keeps_a_running_job_fresh_until_it_ends(reaper_db):
 
 
 def test_a_job_whose_worker_vanished_is_requeued_then_claimed_as_the_next_attempt(reaper_db):
-    from bmcore.jobs import claim_job
-    from bmcore.reaper import reap_stale_jobs
+    from bmcore.jobs.lifecycle import claim_job
+    from bmcore.jobs.reaper import reap_stale_jobs
 
     session, queue = reaper_db
     job_id = running_job(session, 60)
@@ -379,7 +379,7 @@ def test_a_job_whose_worker_vanished_is_requeued_then_claimed_as_the_next_attemp
 
 
 def test_a_lost_job_out_of_attempts_is_failed_with_the_reason(reaper_db):
-    from bmcore.reaper import reap_stale_jobs
+    from bmcore.jobs.reaper import reap_stale_jobs
 
     session, queue = reaper_db
     job_id = running_job(session, 600, attempts=3, max_attempts=3, type="segment", params={"study_dir": "/s"})
@@ -396,7 +396,7 @@ def test_a_lost_job_out_of_attempts_is_failed_with_the_reason(reaper_db):
 
 
 def test_a_lost_job_with_a_pending_cancel_is_cancelled(reaper_db):
-    from bmcore.reaper import reap_stale_jobs
+    from bmcore.jobs.reaper import reap_stale_jobs
 
     session, queue = reaper_db
     job_id = running_job(session, 60, cancel_requested=True)
@@ -406,7 +406,7 @@ def test_a_lost_job_with_a_pending_cancel_is_cancelled(reaper_db):
 
 
 def test_only_silent_running_jobs_of_worker_task_types_are_touched(reaper_db):
-    from bmcore.reaper import reap_stale_jobs
+    from bmcore.jobs.reaper import reap_stale_jobs
 
     session, queue = reaper_db
     untouched = {
@@ -422,7 +422,7 @@ def test_only_silent_running_jobs_of_worker_task_types_are_touched(reaper_db):
 
 def test_two_reapers_never_requeue_a_job_twice(reaper_db):
     from bmcore.db import session_factory
-    from bmcore.reaper import reap_job, stale_jobs
+    from bmcore.jobs.reaper import reap_job, stale_jobs
 
     session, queue = reaper_db
     job_id = running_job(session, 60)
@@ -435,7 +435,7 @@ def test_two_reapers_never_requeue_a_job_twice(reaper_db):
 
 
 def test_a_broker_outage_leaves_the_lost_job_for_the_next_pass(reaper_db, monkeypatch, broker):
-    from bmcore.reaper import reap_stale_jobs
+    from bmcore.jobs.reaper import reap_stale_jobs
 
     session, queue = reaper_db
     job_id = running_job(session, 60)
@@ -607,7 +607,7 @@ def _bytes_of(path: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def web(stack):
-    from bmcore.tokens import create_token, create_user
+    from bmcore.accounts import create_token, create_user
     from services.web import create_app
 
     app = create_app({"TESTING": True})

@@ -1,4 +1,4 @@
-"""Sweeps and cross-validation: parent jobs fanned out into child train jobs (bmcore.sweeps).
+"""Sweeps and cross-validation: parent jobs fanned out into child train jobs (bmcore.jobs.parents).
 
 Fast tests check validation, hashing, ranking, fold splits and cancel propagation on SQLite with a
 recording broker. The slow ones train: one in this process, draining the queue as a single solo worker
@@ -71,8 +71,8 @@ def local_db(tmp_path, monkeypatch):
     dispose_engines()
     init_db()
     broker = RecordingBroker()
-    monkeypatch.setattr("bmcore.jobs.celery_client", lambda: broker)
-    monkeypatch.setattr("bmcore.sweeps.celery_client", lambda: broker)
+    monkeypatch.setattr("bmcore.jobs.lifecycle.celery_client", lambda: broker)
+    monkeypatch.setattr("bmcore.jobs.parents.celery_client", lambda: broker)
     yield broker
     dispose_engines()
     get_settings.cache_clear()
@@ -80,7 +80,7 @@ def local_db(tmp_path, monkeypatch):
 
 def submit(job_type: str, params: dict, **kwargs) -> str:
     from bmcore.db import session_scope
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     with session_scope() as session:
         return submit_job(session, job_type, params, **kwargs).id
@@ -88,7 +88,7 @@ def submit(job_type: str, params: dict, **kwargs) -> str:
 
 def job_of(job_id: str) -> dict:
     from bmcore.db import session_scope
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     with session_scope() as session:
         return job_to_dict(get_job(session, job_id))
@@ -96,7 +96,7 @@ def job_of(job_id: str) -> dict:
 
 def children_of(job_id: str) -> list[dict]:
     from bmcore.db import Job, session_scope
-    from bmcore.jobs import job_to_dict
+    from bmcore.jobs.lifecycle import job_to_dict
 
     with session_scope() as session:
         rows = session.query(Job).filter_by(parent_id=job_id).order_by(Job.created_at, Job.id).all()
@@ -137,7 +137,7 @@ def most_at_once(jobs: list[dict]) -> int:
 
 
 def test_grid_and_random_searches_expand_deterministically():
-    from bmcore.sweeps import parse_assignments, parse_grid, parse_random, sweep_children, sweep_configs
+    from bmcore.jobs.parents import parse_assignments, parse_grid, parse_random, sweep_children, sweep_configs
 
     grid = {
         "data": "/d",
@@ -200,7 +200,7 @@ def test_grid_and_random_searches_expand_deterministically():
 )
 def test_refused_sweeps_write_nothing(local_db, params, message):
     from bmcore.db import Job, session_scope
-    from bmcore.jobs import JobParamsError
+    from bmcore.jobs.lifecycle import JobParamsError
 
     with pytest.raises(JobParamsError) as caught:
         submit("sweep", params)
@@ -221,7 +221,7 @@ def test_refused_sweeps_write_nothing(local_db, params, message):
     ],
 )
 def test_refused_crossvals(local_db, params, message):
-    from bmcore.jobs import JobParamsError
+    from bmcore.jobs.lifecycle import JobParamsError
 
     with pytest.raises(JobParamsError) as caught:
         submit("crossval", params)
@@ -238,7 +238,7 @@ def test_parents_are_queued_on_the_cpu_queue(local_db):
 
 
 def test_config_hash_ignores_bookkeeping_and_spelled_out_defaults():
-    from bmcore.sweeps import config_hash
+    from bmcore.jobs.parents import config_hash
 
     child = {"data": "/d", "split_seed": 0, "arch": "unet", "lr": 1e-3}
     same = {
@@ -261,7 +261,7 @@ def test_config_hash_ignores_bookkeeping_and_spelled_out_defaults():
 
 
 def test_ranking_puts_the_best_validation_lesion_dice_first_and_failures_last():
-    from bmcore.sweeps import rank_children, ranking_markdown
+    from bmcore.jobs.parents import rank_children, ranking_markdown
 
     def record(job_id, status, dice=None, loss=None, error=None):
         metrics = {"val_lesion_dice": dice, "val_loss": loss} if status == "succeeded" else {}
@@ -297,7 +297,7 @@ class FakeStudy:
 
 
 def test_crossval_folds_test_every_patient_once_with_all_visits_together():
-    from bmcore.sweeps import crossval_splits
+    from bmcore.jobs.parents import crossval_splits
 
     studies = [FakeStudy(f"s{p}-{v}", f"p{p}") for p in range(7) for v in range(1 + p % 3)]
     for folds in (2, 3, 5, 7):
@@ -321,7 +321,7 @@ def test_crossval_folds_test_every_patient_once_with_all_visits_together():
 
 def test_cancelling_a_parent_cancels_its_children(local_db):
     from bmcore.db import session_scope
-    from bmcore.jobs import cancel_job, claim_job
+    from bmcore.jobs.lifecycle import cancel_job, claim_job
 
     params = {"data": "/d", "grid": {"lr": [1e-3, 3e-4]}, "base": TINY}
     parent = submit("sweep", params)
@@ -340,7 +340,7 @@ def test_cancelling_a_parent_cancels_its_children(local_db):
     assert job_of(running)["status"] == "running" and job_of(running)["cancel_requested"]
     assert local_db.messages == []  # a child still runs: its end will report to the parent
 
-    from bmcore.jobs import finish_job
+    from bmcore.jobs.lifecycle import finish_job
 
     with session_scope() as session:
         finish_job(session, running, "cancelled")
@@ -353,15 +353,15 @@ def test_parent_steps_reuse_a_finished_identical_child_and_rank(migrated_db_url,
     one queued), the child's end sends the parent's check, the check ranks both."""
     from bmcore.config import get_settings
     from bmcore.db import session_scope
-    from bmcore.jobs import claim_job, finish_job, record_result
-    from bmcore.sweeps import advance, notify_parent, sweep_children
+    from bmcore.jobs.lifecycle import claim_job, finish_job, record_result
+    from bmcore.jobs.parents import advance, notify_parent, sweep_children
 
     monkeypatch.setenv("BMSEG_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     broker = RecordingBroker()
-    monkeypatch.setattr("bmcore.jobs.celery_client", lambda: broker)
-    monkeypatch.setattr("bmcore.sweeps.celery_client", lambda: broker)
-    monkeypatch.setattr("bmcore.sweeps._start_parent_run", lambda *_args: "parent-run")
+    monkeypatch.setattr("bmcore.jobs.lifecycle.celery_client", lambda: broker)
+    monkeypatch.setattr("bmcore.jobs.parents.celery_client", lambda: broker)
+    monkeypatch.setattr("bmcore.jobs.parents._start_parent_run", lambda *_args: "parent-run")
 
     params = {"data": "/d", "grid": {"lr": [1e-3, 3e-4]}, "base": TINY}
     (_, first), (_, second) = sweep_children(params)
@@ -414,7 +414,7 @@ def test_one_worker_on_both_queues_runs_a_sweep_without_deadlock(local_db, tmp_p
     """A single solo worker takes the queue's messages in turn: the parent's start step fans out and
     returns, the children train, the last one sends the parent's check, which ranks them."""
     from bmcore.data.synth import synth_cohort
-    from bmcore.job_runner import run_job, run_parent
+    from bmcore.jobs.runner import run_job, run_parent
 
     cohort = tmp_path / "cohort"
     synth_cohort(cohort, 4, seed=3, layout="brats", shape=(64, 64, 32), spacing=(3.5, 3.5, 5.0), workers=1)
@@ -509,7 +509,7 @@ def pool(tmp_path_factory):
 
 def wait_for_workers(count: int, timeout: float = 90) -> None:
     """Until ``count`` workers answer a ping (so the first sweep finds both ready)."""
-    from bmcore.queueing import celery_client
+    from bmcore.jobs.queue import celery_client
 
     deadline = time.monotonic() + timeout
     while len(celery_client().control.ping(timeout=1.0)) < count:
@@ -632,7 +632,7 @@ def test_a_failing_child_is_reported_and_does_not_fail_the_sweep(pool):
 @pytest.mark.slow
 def test_cancelling_a_sweep_stops_its_children(pool):
     from bmcore.db import session_scope
-    from bmcore.jobs import cancel_job
+    from bmcore.jobs.lifecycle import cancel_job
 
     params = {
         "data": str(pool["cohort"]),
@@ -660,7 +660,7 @@ def test_cancelling_a_sweep_stops_its_children(pool):
 
 @pytest.mark.slow
 def test_three_fold_crossvalidation_tests_every_patient_once(pool):
-    from bmcore import io
+    from bmcore import imaging
 
     params = {"data": str(pool["cohort"]), "folds": 3, "base": TINY, "seed": 5}
     parent_id = submit("crossval", params)
@@ -668,7 +668,7 @@ def test_three_fold_crossvalidation_tests_every_patient_once(pool):
     assert parent["status"] == "succeeded", (parent, worker_logs(pool))
     metrics, artifacts = result_of(parent_id)
 
-    patient_of = {ref.study_id: ref.patient_id for ref in io.find_studies(pool["cohort"])}
+    patient_of = {ref.study_id: ref.patient_id for ref in imaging.find_studies(pool["cohort"])}
     folds = metrics["folds"]
     assert [f["fold"] for f in folds] == [0, 1, 2] and all(f["status"] == "succeeded" for f in folds)
     tested_patients = [p for f in folds for p in f["test_patients"]]

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 def wait_for(job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 240) -> dict:
     from bmcore.db import session_scope
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,7 +89,7 @@ def stack(tmp_path_factory):
 
 def submit(job_type: str, params: dict) -> str:
     from bmcore.db import session_scope
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     with session_scope() as session:
         return submit_job(session, job_type, params).id
@@ -173,7 +173,7 @@ def test_evaluate_job_records_every_metric_convention(stack):
 
 def test_cancelling_a_running_job_stops_it_between_steps(stack):
     from bmcore.db import session_scope
-    from bmcore.jobs import cancel_job
+    from bmcore.jobs.lifecycle import cancel_job
 
     params = {"data": str(stack["cohort"]), "arch": "cnn", "epochs": 200, **TINY}
     job_id = submit("train", params)
@@ -196,7 +196,7 @@ def test_a_failing_job_records_a_readable_error(stack):
 
 
 def test_a_job_delivered_twice_runs_once(stack):
-    from bmcore.job_runner import run_job
+    from bmcore.jobs.runner import run_job
 
     job_id = submit(
         "segment",

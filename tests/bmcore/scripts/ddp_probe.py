@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from bmcore import distributed
 from bmcore.data.dataset import SliceDataset
-from bmcore.experiment import prepare_data
+from bmcore.experiments.training import prepare_data
 from bmcore.models import bare_model
-from bmcore.run_config import TrainConfig
-from bmcore.train import build_training_parts, fit
+from bmcore.training import distributed
+from bmcore.training.config import TrainConfig
+from bmcore.training.loop import build_training_parts, fit
 
 cohort, out = Path(sys.argv[1]), Path(sys.argv[2])
 config = TrainConfig(

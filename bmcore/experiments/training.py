@@ -11,25 +11,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bmcore import distributed, io
+from bmcore import imaging
 from bmcore.config import get_settings
 from bmcore.data.dataset import CachedCase, prepare_case
 from bmcore.data.split import lesion_free_patients, save_split, split_studies
 from bmcore.evaluation import evaluate_studies
 from bmcore.inference import load_predictor
-from bmcore.train import EpochCallback, TrainConfig, TrainResult, build_training_parts, fit
+from bmcore.training import distributed
+from bmcore.training.loop import EpochCallback, TrainConfig, TrainResult, build_training_parts, fit
 
 Progress = Callable[[float, str], None]
 
 
 @dataclass
 class PreparedData:
-    refs: list[io.StudyRef]
+    refs: list[imaging.StudyRef]
     split: dict
     train_cases: list[CachedCase]
     val_cases: list[CachedCase]
-    test_refs: list[io.StudyRef] = field(default_factory=list)
-    val_refs: list[io.StudyRef] = field(default_factory=list)
+    test_refs: list[imaging.StudyRef] = field(default_factory=list)
+    val_refs: list[imaging.StudyRef] = field(default_factory=list)
 
 
 def prepare_data(
@@ -46,7 +47,7 @@ def prepare_data(
     ``shard=(i, n)``: preprocess only every n-th study from the i-th, and return nothing (one
     process's share when n processes fill the cache together before training).
     """
-    refs = io.find_studies(data_dir)
+    refs = imaging.find_studies(data_dir)
     labelled = [r for r in refs if r.label is not None]
     if len(labelled) < 2:
         raise ValueError(f"{data_dir}: training needs at least 2 labelled studies, found {len(labelled)}")
@@ -102,7 +103,7 @@ def train_run(
     """Train ``config.arch`` on ``data_dir``; saves the split and checkpoints in ``out_dir``.
 
     ``split``: an explicit split (as split.json; e.g. a cross-validation fold) instead of ``split_seed``'s.
-    Under ``torchrun`` every process trains its share (see :mod:`bmcore.distributed`); rank 0 alone
+    Under ``torchrun`` every process trains its share (see :mod:`bmcore.training.distributed`); rank 0 alone
     writes the split and scores the validation studies, and the others return without ``validation``.
     """
     out_dir = Path(out_dir)

@@ -1,4 +1,5 @@
-"""A tracked training run: :func:`bmcore.experiment.train_run` inside an MLflow run, then registered.
+"""A tracked training run: :func:`bmcore.experiments.training.train_run` inside an MLflow run,
+then registered.
 
 One experiment per data set, one run per training (params, per-epoch metrics, split, curves, validation
 report, model); the model becomes a new version of ``bmseg-<arch>``, and the ``champion`` alias moves to
@@ -13,10 +14,11 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from bmcore import distributed, tracking
-from bmcore.experiment import train_run, validation_key_metrics
-from bmcore.plots import plot_curves
-from bmcore.train import TrainConfig, TrainingCancelled
+from bmcore import tracking
+from bmcore.experiments.training import train_run, validation_key_metrics
+from bmcore.reports.plots import plot_curves
+from bmcore.training import distributed
+from bmcore.training.loop import TrainConfig, TrainingCancelled
 
 
 def _loggable(figures: dict) -> dict:

@@ -6,7 +6,7 @@ run. Cancellation is cooperative: ``should_stop`` reads the row's ``cancel_reque
 a second) between batches. Errors are recorded as one readable line, the traceback as a log event.
 
 A child of a sweep or cross-validation (``parent_id``) tells its parent when it ends
-(:func:`bmcore.sweeps.notify_parent`); the parent's own task runs in short steps (:func:`run_parent`)
+(:func:`bmcore.jobs.parents.notify_parent`); the parent's own task runs in short steps (:func:`run_parent`)
 and never waits for its children, so one worker consuming both queues cannot deadlock.
 """
 
@@ -19,10 +19,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bmcore import jobs
 from bmcore.config import get_settings
 from bmcore.db import Study, session_scope
-from bmcore.reaper import Heartbeat, registered_version
+from bmcore.jobs import lifecycle
+from bmcore.jobs.reaper import Heartbeat, registered_version
 
 CANCELLED = ("TrainingCancelled", "InferenceCancelled")
 
@@ -54,7 +54,7 @@ def run_job(job_id: str, worker_host: str | None = None) -> str | None:
     """
     status = _run_job(job_id, worker_host or socket.gethostname())
     try:
-        from bmcore.sweeps import notify_parent
+        from bmcore.jobs.parents import notify_parent
 
         notify_parent(job_id)
     except Exception:  # the parent's recheck step catches up; this job's outcome stands
@@ -63,55 +63,55 @@ def run_job(job_id: str, worker_host: str | None = None) -> str | None:
 
 
 def run_parent(job_id: str, step: str = "start", worker_host: str | None = None) -> str | None:
-    """One short step of a sweep or cross-validation parent (:func:`bmcore.sweeps.advance`)."""
-    from bmcore.sweeps import advance
+    """One short step of a sweep or cross-validation parent (:func:`bmcore.jobs.parents.advance`)."""
+    from bmcore.jobs.parents import advance
 
     return advance(job_id, step, worker_host or socket.gethostname())
 
 
 def _run_job(job_id: str, worker_host: str) -> str | None:
     with session_scope() as session:
-        job = jobs.claim_job(session, job_id, worker_host)
+        job = lifecycle.claim_job(session, job_id, worker_host)
         if job is None:
             return None
         job_type, params, run_id, study_id = job.type, dict(job.params), job.mlflow_run_id, job.study_id
 
     def report(fraction: float, message: str) -> None:
         with session_scope() as session:
-            jobs.update_progress(session, job_id, fraction, message)
+            lifecycle.update_progress(session, job_id, fraction, message)
 
     def cancelled() -> bool:
         with session_scope() as session:
-            return jobs.is_cancel_requested(session, job_id)
+            return lifecycle.is_cancel_requested(session, job_id)
 
     cancel_check = Throttle(cancelled, 1.0)
     progress = Throttle(report, 1.0)
     try:
         runner = RUNNERS[job_type]
-        with Heartbeat(job_id):  # a worker that vanishes stops beating; bmcore.reaper re-queues its job
+        with Heartbeat(job_id):  # a worker that vanishes stops beating; bmcore.jobs.reaper re-queues its job
             metrics, artifacts = runner(
                 job_id, params, run_id, study_id, progress, lambda: bool(cancel_check())
             )
         with session_scope() as session:
-            jobs.record_result(session, job_id, metrics, artifacts)
-            jobs.finish_job(session, job_id, "succeeded")
+            lifecycle.record_result(session, job_id, metrics, artifacts)
+            lifecycle.finish_job(session, job_id, "succeeded")
         return "succeeded"
     except Exception as exc:  # the job fails, the worker lives on
         if type(exc).__name__ in CANCELLED:
             with session_scope() as session:
-                jobs.finish_job(session, job_id, "cancelled", None)
+                lifecycle.finish_job(session, job_id, "cancelled", None)
             return "cancelled"
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         with session_scope() as session:
-            jobs.log_event(session, job_id, traceback.format_exc()[-4000:], level="debug")
-            jobs.finish_job(session, job_id, "failed", message)
+            lifecycle.log_event(session, job_id, traceback.format_exc()[-4000:], level="debug")
+            lifecycle.finish_job(session, job_id, "failed", message)
         return "failed"
 
 
 def _remember_run(job_id: str) -> Callable[[str], None]:
     def remember(run_id: str) -> None:
         with session_scope() as session:
-            job = jobs.get_job(session, job_id)
+            job = lifecycle.get_job(session, job_id)
             job.mlflow_run_id = run_id
             session.commit()
 
@@ -119,8 +119,8 @@ def _remember_run(job_id: str) -> Callable[[str], None]:
 
 
 def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress, should_stop):
-    from bmcore.run_config import TrainConfig
-    from bmcore.runs import tracked_train
+    from bmcore.experiments.tracked import tracked_train
+    from bmcore.training.config import TrainConfig
 
     params = dict(params)
     data = params.pop("data")
@@ -181,13 +181,13 @@ def _score_test_studies(job_id: str, data, summary: dict, device: str, progress,
     ``test_*`` figures and ``test_cases.json`` (per-study results, pooled by a cross-validation parent)."""
     import json
 
-    from bmcore import io
+    from bmcore import imaging
     from bmcore.data.split import load_split
     from bmcore.evaluation import evaluate_studies
     from bmcore.inference import load_predictor
 
     test_ids = set(load_split(Path(summary["out_dir"]) / "split.json")["studies"]["test"])
-    refs = [ref for ref in io.find_studies(data) if ref.study_id in test_ids]
+    refs = [ref for ref in imaging.find_studies(data) if ref.study_id in test_ids]
     scorable = [r for r in refs if r.label is not None and r.label_kind == "multiclass"]
     result = {"summary": None, "cases": [], "skipped": []}
     if scorable:
@@ -212,7 +212,7 @@ def _score_test_studies(job_id: str, data, summary: dict, device: str, progress,
 
 
 def _study_refs(params: dict, study_id: int | None):
-    from bmcore import io
+    from bmcore import imaging
 
     if study_id is not None:
         with session_scope() as session:
@@ -220,10 +220,10 @@ def _study_refs(params: dict, study_id: int | None):
             if study is None:
                 raise LookupError(f"unknown study id: {study_id}")
             directory = study.directory
-        return io.find_studies(directory)
+        return imaging.find_studies(directory)
     if "study_dir" in params:
-        return io.find_studies(params["study_dir"])
-    return io.find_studies(params["data"])
+        return imaging.find_studies(params["study_dir"])
+    return imaging.find_studies(params["data"])
 
 
 def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_stop):

@@ -16,7 +16,7 @@ What is counted
   :data:`STUDY_PREDICTED_CLASS_SHARES`. Enhancing-only labels (UCSF-BMSR ``_seg``) count for lesions but
   not for the class distribution, which they would skew towards ET.
 
-Only label files are read (through :mod:`bmcore.io`, in the file's own voxel order: components and voxel
+Only label files are read (through :mod:`bmcore.imaging`, in the file's own voxel order: components and voxel
 counts do not depend on orientation); the images of one study are loaded for the modality sample slices.
 
 The reference figures are the study's as published (its "other" is 15.8 %; the synthetic generator draws
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.data.split import DEFAULT_RATIOS, SIDES, lesion_free_patients, split_studies
 from bmcore.db import Study
 from bmcore.metrics import (
@@ -101,22 +101,22 @@ KEEP_PATIENT_PLOTS = 256
 
 def read_label(
     path: str | Path,
-    kind: io.LabelKind = "multiclass",
+    kind: imaging.LabelKind = "multiclass",
     label_map: Mapping[int, int] | None = None,
     max_voxels: int | None = None,
 ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """A label or mask file as bmseg labels 0..3 in the file's voxel order: (labels, spacing, affine).
 
-    Validated by :mod:`bmcore.io` (header, integers, allowed values; an enhancing-only file maps 1 → 3).
+    Validated by :mod:`bmcore.imaging` (header, integers, allowed values; an enhancing-only file maps 1 → 3).
     """
     path = Path(path)
     if max_voxels is None:
         from bmcore.config import get_settings
 
         max_voxels = get_settings().max_voxels
-    image = io.read_header(path, max_voxels)
-    ref = io.StudyRef(path.name, "", "label", {}, path, kind, dict(label_map or {}))
-    labels = io.to_canonical_label(image, ref, IDENTITY_ORIENTATION)
+    image = imaging.read_header(path, max_voxels)
+    ref = imaging.StudyRef(path.name, "", "label", {}, path, kind, dict(label_map or {}))
+    labels = imaging.to_canonical_label(image, ref, IDENTITY_ORIENTATION)
     affine = np.asarray(image.affine, dtype=float)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     return labels, (float(zooms[0]), float(zooms[1]), float(zooms[2])), affine
@@ -142,7 +142,7 @@ def lesion_rows(labels: np.ndarray, spacing: Sequence[float], affine: np.ndarray
     return rows
 
 
-def study_lesions(ref: io.StudyRef, max_voxels: int | None = None) -> list[dict]:
+def study_lesions(ref: imaging.StudyRef, max_voxels: int | None = None) -> list[dict]:
     """The ground-truth lesions of a study with a label (an empty list without one)."""
     if ref.label is None:
         return []
@@ -170,7 +170,7 @@ def _class_voxels(labels: np.ndarray) -> dict[str, int]:
     return {name: int(counts[value]) for name, value in CLASSES.items()}
 
 
-def _study_record(ref: io.StudyRef, prediction: Path | None, max_voxels: int | None) -> dict[str, Any]:
+def _study_record(ref: imaging.StudyRef, prediction: Path | None, max_voxels: int | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "study_id": ref.study_id,
         "patient_id": ref.patient_id,
@@ -208,7 +208,7 @@ def _file_key(path: Path | None) -> list[Any] | None:
 
 
 def _cached_record(
-    ref: io.StudyRef, prediction: Path | None, max_voxels: int | None, cache: Path | None
+    ref: imaging.StudyRef, prediction: Path | None, max_voxels: int | None, cache: Path | None
 ) -> dict[str, Any]:
     """:func:`_study_record`, kept in ``cache`` (when given) under a hash of the files it reads."""
     if cache is None:
@@ -279,7 +279,7 @@ def _distribution(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def summarize_studies(
-    studies: Sequence[io.StudyRef],
+    studies: Sequence[imaging.StudyRef],
     primary_cancers: Mapping[str, str | None] | None = None,
     predictions: Mapping[str, Path] | None = None,
     split: Mapping[str, Any] | None = None,
@@ -300,7 +300,7 @@ def summarize_studies(
     for ref in studies:
         try:
             records.append(_cached_record(ref, predictions.get(ref.study_id), max_voxels, record_cache))
-        except (io.StudyError, OSError) as exc:
+        except (imaging.StudyError, OSError) as exc:
             skipped.append({"study_id": ref.study_id, "error": str(exc).splitlines()[0] if str(exc) else ""})
 
     by_patient: dict[str, list[str]] = {}
@@ -384,7 +384,7 @@ def summarize_cohort(
 ) -> dict[str, Any]:
     """The summary of every study under ``data_dir`` (a data folder or a CSV manifest); primary cancers
     from its ``cohort.json`` when it is a synthetic cohort."""
-    studies = io.find_studies(data_dir)
+    studies = imaging.find_studies(data_dir)
     return summarize_studies(studies, load_primary_cancers(data_dir), predictions, split, seed)
 
 
@@ -579,13 +579,13 @@ def choose_sample(summary: dict) -> str | None:
     )["study_id"]
 
 
-def plot_modality_slices(ref: io.StudyRef, path: Path, max_voxels: int | None = None) -> dict[str, Any]:
+def plot_modality_slices(ref: imaging.StudyRef, path: Path, max_voxels: int | None = None) -> dict[str, Any]:
     """One axial slice per modality (the one with most tumour) and the label over T1ce; returns where."""
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    present = tuple(m for m in io.MODALITIES if m in ref.images and ref.images[m].exists())
-    volume = io.load_study(ref, modalities=present, max_voxels=max_voxels)
+    present = tuple(m for m in imaging.MODALITIES if m in ref.images and ref.images[m].exists())
+    volume = imaging.load_study(ref, modalities=present, max_voxels=max_voxels)
     depth = volume.image.shape[3]
     z = depth // 2
     if volume.label is not None and volume.label.any():
@@ -623,7 +623,7 @@ def plot_modality_slices(ref: io.StudyRef, path: Path, max_voxels: int | None = 
 
 
 def write_plots(
-    summary: dict, studies: Sequence[io.StudyRef], out_dir: str | Path, max_voxels: int | None = None
+    summary: dict, studies: Sequence[imaging.StudyRef], out_dir: str | Path, max_voxels: int | None = None
 ) -> dict[str, str]:
     """Every plot of :data:`PLOTS` as ``out_dir/<name>.png``; returns name → file name.
 
@@ -653,7 +653,7 @@ def write_plots(
     for ref in candidates:
         try:
             summary["sample"] = plot_modality_slices(ref, out / "modality_slices.png", max_voxels)
-        except (io.StudyError, OSError) as exc:
+        except (imaging.StudyError, OSError) as exc:
             summary.setdefault("sample_errors", []).append(f"{ref.study_id}: {exc}")
             continue
         written["modality_slices"] = "modality_slices.png"
@@ -662,7 +662,7 @@ def write_plots(
 
 
 def write_report(
-    studies: Sequence[io.StudyRef],
+    studies: Sequence[imaging.StudyRef],
     out_dir: str | Path,
     primary_cancers: Mapping[str, str | None] | None = None,
     predictions: Mapping[str, Path] | None = None,
@@ -699,7 +699,7 @@ def write_cohort_report(
     if out == (data if data.is_dir() else data.parent):
         raise ValueError(f"{out_dir} is the data folder: choose another output folder for the report")
     out.mkdir(parents=True, exist_ok=True)
-    studies = io.find_studies(data_dir)
+    studies = imaging.find_studies(data_dir)
     return write_report(studies, out, load_primary_cancers(data_dir), predictions, split, seed)
 
 
@@ -816,7 +816,7 @@ def visit_label(study: Study) -> str:
     ucsf = re.match(r"^\d{6}([A-Za-z]+)$", study.study_uid)
     if ucsf:
         return ucsf.group(1)
-    brats = io.BRATS_ID.match(study.study_uid)
+    brats = imaging.BRATS_ID.match(study.study_uid)
     if brats:
         return brats.group(2)
     return study.created_at.strftime("%Y-%m-%d") if study.created_at else study.study_uid
@@ -829,9 +829,9 @@ def sort_visits(studies: Sequence[Study]) -> list[Study]:
     )
 
 
-def study_ref(study: Study) -> io.StudyRef:
+def study_ref(study: Study) -> imaging.StudyRef:
     """The files of a database study (found from ``Study.directory``), under its uid and pseudonym."""
-    ref = io.study_from_dir(study.directory)
+    ref = imaging.study_from_dir(study.directory)
     if ref.label is None and study.label_path and Path(study.label_path).is_file():
         ref = replace(ref, label=Path(study.label_path), label_kind="multiclass")
     return replace(ref, study_id=study.study_uid, patient_id=study.patient.pseudonym)
@@ -879,7 +879,7 @@ def database_report(
     for study in studies:
         try:
             refs.append(study_ref(study))
-        except (io.StudyError, OSError) as exc:
+        except (imaging.StudyError, OSError) as exc:
             unreadable.append({"study_id": study.study_uid, "error": str(exc).splitlines()[0]})
     primaries = {s.patient.pseudonym: s.patient.primary_cancer for s in studies}
     summary = write_report_atomically(

@@ -330,7 +330,7 @@ def session_factory(url: str | None = None) -> sessionmaker[Session]:
     """The process-wide session factory for ``url`` (default: settings), one engine per URL.
 
     Sessions keep loaded attributes after commit (``expire_on_commit=False``) so rows returned by
-    ``bmcore.jobs`` stay readable after their session closes.
+    ``bmcore.jobs.lifecycle`` stay readable after their session closes.
     """
     resolved = _resolve_url(url)
     with _factories_lock:

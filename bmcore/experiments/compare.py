@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bmcore import io
+from bmcore import imaging
 from bmcore.evaluation import evaluate_studies, format_value, headline_rows, markdown_table
-from bmcore.experiment import prepare_data, train_run
+from bmcore.experiments.training import prepare_data, train_run
 from bmcore.inference import load_predictor, predict_volume
-from bmcore.plots import plot_curves, plot_overlays
-from bmcore.train import TrainConfig
+from bmcore.reports.plots import plot_curves, plot_overlays
+from bmcore.training.loop import TrainConfig
 
 ARCHS = ("unet", "cnn", "fcn")
 # Table IV of the study (train / validation); IoU there is a mean over classes with background.
@@ -117,7 +117,9 @@ def run_comparison(
     return report
 
 
-def write_figures(report: dict, test_refs: list[io.StudyRef], out_dir: Path, config: TrainConfig) -> dict:
+def write_figures(
+    report: dict, test_refs: list[imaging.StudyRef], out_dir: Path, config: TrainConfig
+) -> dict:
     histories = {arch: m["history"] for arch, m in report["models"].items()}
     files = {"curves": str(plot_curves(histories, out_dir / "curves.png", "U-Net vs CNN vs FCN"))}
     for arch, history in histories.items():
@@ -127,7 +129,7 @@ def write_figures(report: dict, test_refs: list[io.StudyRef], out_dir: Path, con
     }
     rows = []
     for ref in [r for r in test_refs if r.label_kind == "multiclass"][:3]:
-        volume = io.load_study(ref, modalities=config.modalities)
+        volume = imaging.load_study(ref, modalities=config.modalities)
         z = int(np.argmax((volume.label > 0).sum(axis=(0, 1))))
         channel = config.modalities.index("t1ce") if "t1ce" in config.modalities else 0
         masks = {"ground truth": volume.label[..., z]}

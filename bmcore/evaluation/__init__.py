@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bmcore import io, metrics
+from bmcore import imaging, metrics
 from bmcore.inference import Predictor, predict_volume
 
 # (key, label, convention) rows of the printed table.
@@ -40,7 +40,7 @@ HEADLINE = (
 
 def evaluate_studies(
     predictor: Predictor,
-    refs: list[io.StudyRef],
+    refs: list[imaging.StudyRef],
     batch_size: int = 16,
     tta: bool = False,
     on_study: Callable[[int, int, str], None] | None = None,
@@ -57,7 +57,7 @@ def evaluate_studies(
         raise ValueError("no study with a 3-class label to evaluate on")
     cases = []
     for index, ref in enumerate(scored):
-        volume = io.load_study(ref, modalities=predictor.modalities)
+        volume = imaging.load_study(ref, modalities=predictor.modalities)
         prediction = predict_volume(predictor, volume, batch_size, tta, should_stop=should_stop)
         result = metrics.evaluate_case(prediction, volume.label, volume.spacing)
         result["study_id"] = ref.study_id

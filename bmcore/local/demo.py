@@ -1,6 +1,6 @@
 """``bmseg demo`` (``make demo``): the main job, end to end, on embedded defaults.
 
-Writes a synthetic cohort, starts the local stack (:mod:`bmcore.stack`), submits U-Net, CNN and FCN
+Writes a synthetic cohort, starts the local stack (:mod:`bmcore.local.stack`), submits U-Net, CNN and FCN
 training **through the queue** (tracked in MLflow, registered as ``bmseg-<arch>``), then one evaluation
 job per registered version on the held-out test patients, follows their progress, and prints the
 comparison: the study's Table IV layout beside the honest metrics, where the report and curves are, and
@@ -65,7 +65,7 @@ def follow(job_ids: dict[str, str]) -> dict[str, dict]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bmcore.db import session_scope
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     finished: dict[str, dict] = {}
     with Progress(
@@ -101,8 +101,8 @@ def result_of(job_id: str) -> tuple[dict, dict]:
 
 
 def ensure_demo_user() -> None:
+    from bmcore.accounts import create_user
     from bmcore.db import User, session_scope
-    from bmcore.tokens import create_user
 
     with session_scope() as session:
         if session.query(User).filter_by(email=DEMO_USER[0]).one_or_none() is None:
@@ -112,12 +112,12 @@ def ensure_demo_user() -> None:
 def run_demo(
     quick: bool = False, serve: bool = True, web_port: int = 8000, mlflow_port: int = 5000, echo=print
 ) -> dict:
-    from bmcore.compare import STUDY_TABLE, paper_row, report_markdown
     from bmcore.data.synth import synth_cohort
     from bmcore.db import session_scope
-    from bmcore.jobs import submit_job
-    from bmcore.plots import plot_curves
-    from bmcore.stack import Stack, wait_until
+    from bmcore.experiments.compare import STUDY_TABLE, paper_row, report_markdown
+    from bmcore.jobs.lifecycle import submit_job
+    from bmcore.local.stack import Stack, wait_until
+    from bmcore.reports.plots import plot_curves
 
     settings = get_settings()
     plan = QUICK if quick else FULL

@@ -6,7 +6,7 @@ Life of a job::
        \\--cancel_job--> cancelled
 
 Parent jobs (``sweep``, ``crossval``) fan out into child ``train`` jobs (``parent_id``); their
-validation, fan-out and aggregation live in :mod:`bmcore.sweeps`, and cancelling a parent cancels its
+validation, fan-out and aggregation live in :mod:`bmcore.jobs.parents`, and cancelling a parent cancels its
 unfinished children.
 
 The row is the truth (DESIGN.md §6). ``submit_job`` commits the row before queueing the task by
@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bmcore.db import EVENT_LEVELS, FINISHED_STATUSES, JOB_STATUSES, JOB_TYPES, Job, JobEvent, Result, utcnow
-from bmcore.queueing import PARENT_TASK_NAMES, QUEUE_FOR_TASK, TASK_NAMES, celery_client
+from bmcore.jobs.queue import PARENT_TASK_NAMES, QUEUE_FOR_TASK, TASK_NAMES, celery_client
 
 ARCHITECTURES = ("unet", "cnn", "fcn")
 
@@ -50,7 +50,7 @@ class QueueUnavailable(RuntimeError):
         self.job = job
 
 
-# Training parameters the worker takes out before building its TrainConfig (bmcore.job_runner.run_train):
+# Training parameters the worker takes out before building its TrainConfig (bmcore.jobs.runner.run_train):
 # ``split`` an explicit split (a dict like split.json, or its path), ``evaluate_test`` scores the best
 # model on the split's test studies, ``champion_eligible`` false keeps the registered version from taking
 # the ``champion`` alias (cross-validation folds), and the bookkeeping of sweep and cross-validation children.
@@ -88,10 +88,10 @@ def validate_job(type: str, params: Mapping[str, Any], study_id: int | None = No
     """Check a job type and its parameters (the worker would need them); return a plain JSON-able dict.
 
     One set of rules for CLI and web: a train job needs ``data`` and valid training parameters
-    (:class:`bmcore.run_config.TrainConfig`, torch-free); a segment job a study (``study_id`` or
+    (:class:`bmcore.training.config.TrainConfig`, torch-free); a segment job a study (``study_id`` or
     ``study_dir``); an evaluate job a study or a data set.
     """
-    from bmcore.run_config import TrainConfig
+    from bmcore.training.config import TrainConfig
 
     if type not in JOB_TYPES:
         raise JobParamsError(f"unknown job type {type!r}; expected one of {', '.join(JOB_TYPES)}")
@@ -110,7 +110,7 @@ def validate_job(type: str, params: Mapping[str, Any], study_id: int | None = No
         elif key in params and (not isinstance(params[key], str) or not params[key].strip()):
             raise JobParamsError(f"params.{key} must be a non-empty string")
     if type in PARENT_TASK_NAMES:
-        from bmcore.sweeps import is_parent_spec, validate_parent
+        from bmcore.jobs.parents import is_parent_spec, validate_parent
 
         if is_parent_spec(type, params):
             params = validate_parent(type, params)
@@ -149,14 +149,14 @@ def submit_job(
     ``send=False`` only writes the row (e.g. the children of a sweep, sent once all of them exist, or a
     bare parent row grouping jobs queued by hand). A sweep or cross-validation job with its search
     (``grid``/``random``, ``folds``) is queued on the ``cpu`` queue, where its task fans out into child
-    train jobs (:mod:`bmcore.sweeps`). Raises ``JobParamsError`` before writing anything, and
+    train jobs (:mod:`bmcore.jobs.parents`). Raises ``JobParamsError`` before writing anything, and
     ``QueueUnavailable`` (the row kept, marked failed with "could not queue: …") when the broker cannot
     be reached.
     """
     clean_params = validate_job(type, params or {}, study_id)
     task_name = TASK_NAMES.get(type)
     if type in PARENT_TASK_NAMES:
-        from bmcore.sweeps import is_parent_spec
+        from bmcore.jobs.parents import is_parent_spec
 
         task_name = PARENT_TASK_NAMES[type] if is_parent_spec(type, clean_params) else None
     if send and task_name is None:
@@ -247,7 +247,7 @@ def cancel_job(session: Session, job_id: str) -> Job:
 
     A finished job is returned unchanged. Unfinished children (``parent_id``) are cancelled the same way,
     in the same transaction; when none of them is still running, a parent's task is sent to record what
-    finished and end the parent (otherwise the last running child's end does it, see bmcore.sweeps).
+    finished and end the parent (otherwise the last running child's end does it, see bmcore.jobs.parents).
     """
     job = _lock_job(session, job_id)
     if job.status in FINISHED_STATUSES:
@@ -261,7 +261,7 @@ def cancel_job(session: Session, job_id: str) -> Job:
         _request_cancel(session, child, "cancelled with its parent", "cancel requested by its parent")
     session.commit()
     if job.type in PARENT_TASK_NAMES and job.status == "running":
-        from bmcore.sweeps import is_parent_spec, send_parent_step
+        from bmcore.jobs.parents import is_parent_spec, send_parent_step
 
         if is_parent_spec(job.type, job.params) and not any(c.status == "running" for c in children):
             send_parent_step(job.id, job.type, "check")

@@ -3,7 +3,7 @@
 The submitting side never imports task code: it queues by name with ``celery_client().send_task``.
 Redis settings follow DESIGN.md §6: the visibility timeout sits above the longest job in all three
 places, late acks with reject-on-worker-lost, one message prefetched at a time; the attempt counter
-on the job row (``bmcore.jobs.claim_job``) stops a poison job from looping forever.
+on the job row (``bmcore.jobs.lifecycle.claim_job``) stops a poison job from looping forever.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ TASK_NAMES: dict[str, str] = {
     "segment": "bmseg.segment",
 }
 
-# Job type -> Celery task name, for parent jobs (bmcore.sweeps): their task fans out child train jobs
+# Job type -> Celery task name, for parent jobs (bmcore.jobs.parents): their task fans out child train jobs
 # and returns; it is re-sent to aggregate when children end. Kept out of TASK_NAMES: a parent is not
 # heartbeaten while it waits for its children, so the reaper (which watches TASK_NAMES types) leaves it be.
 PARENT_TASK_NAMES: dict[str, str] = {

@@ -33,10 +33,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from bmcore import distributed, metrics
-from bmcore.losses import build_loss
+from bmcore import metrics
 from bmcore.models import bare_model, build_model, load_checkpoint, save_checkpoint
-from bmcore.run_config import TrainConfig
+from bmcore.training import distributed
+from bmcore.training.config import TrainConfig
+from bmcore.training.losses import build_loss
 
 EpochCallback = Callable[[int, dict], None]
 

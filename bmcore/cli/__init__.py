@@ -27,7 +27,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 if TYPE_CHECKING:
-    from bmcore.train import TrainConfig
+    from bmcore.training.loop import TrainConfig
 USER_ERRORS = (ValueError, LookupError, OSError, RuntimeError)
 
 
@@ -43,7 +43,7 @@ def progress_bar() -> Progress:
 
 
 def parse_modalities(text: str | None) -> tuple[str, ...]:
-    from bmcore.io import MODALITIES
+    from bmcore.imaging import MODALITIES
 
     if not text:
         return MODALITIES
@@ -107,7 +107,7 @@ def check(
     ),
 ) -> None:
     """Validate studies: one line per study (usable, or what is wrong); exit 0 only if all are usable."""
-    from bmcore.io import StudyError, find_studies, load_study
+    from bmcore.imaging import StudyError, find_studies, load_study
 
     chosen = parse_modalities(modalities)
     studies = find_studies(data)
@@ -139,7 +139,7 @@ def split(
     """Show (and optionally save) the 67/20/13 patient-level split that training draws with this seed
     (patients without lesions are split apart, so validation and test get lesion-bearing patients)."""
     from bmcore.data.split import lesion_free_patients, save_split, split_studies
-    from bmcore.io import find_studies
+    from bmcore.imaging import find_studies
 
     studies = find_studies(data)
     result = split_studies(studies, seed=seed, lesion_free=lesion_free_patients(studies))
@@ -149,7 +149,7 @@ def split(
 
 
 def train_config_from_options(**options) -> TrainConfig:
-    from bmcore.train import TrainConfig
+    from bmcore.training.loop import TrainConfig
 
     options["modalities"] = parse_modalities(options.get("modalities"))
     return TrainConfig(**options)
@@ -190,8 +190,8 @@ def train(
     ),
 ) -> None:
     """Train one architecture: checkpoints (last.pt, best.pt), split.json, an MLflow run and model version."""
-    from bmcore import distributed
-    from bmcore.runs import tracked_train
+    from bmcore.experiments.tracked import tracked_train
+    from bmcore.training import distributed
 
     config = train_config_from_options(
         arch=arch,
@@ -250,7 +250,7 @@ LAUNCH_TAG = "bmseg.launch_id"  # the MLflow tag that ties a distributed run to 
 
 def find_training_studies(data: Path) -> None:
     """Fail before starting processes when ``data`` cannot be trained on (one line, as any error)."""
-    from bmcore.io import find_studies
+    from bmcore.imaging import find_studies
 
     labelled = [ref for ref in find_studies(data) if ref.label is not None]
     if len(labelled) < 2:
@@ -272,8 +272,8 @@ def evaluate(
 
     from bmcore.data.split import load_split
     from bmcore.evaluation import evaluate_studies, headline_rows
+    from bmcore.imaging import find_studies
     from bmcore.inference import load_predictor
-    from bmcore.io import find_studies
 
     refs = find_studies(data)
     if split_file:
@@ -313,8 +313,8 @@ def segment(
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
 ) -> None:
     """Segment studies: OUT/<study>_seg.nii.gz (input geometry) and OUT/<study>_lesions.csv."""
+    from bmcore.imaging import StudyError, find_studies
     from bmcore.inference import load_predictor, segment_study
-    from bmcore.io import StudyError, find_studies
 
     refs = find_studies(study)
     predictor = load_predictor(model, device=device)
@@ -364,7 +364,7 @@ def compare(
     archs: str = typer.Option("unet,cnn,fcn", help="Comma-separated architectures."),
 ) -> None:
     """Train and test U-Net, CNN and FCN on one patient split; the study's table beside the honest one."""
-    from bmcore.compare import run_comparison
+    from bmcore.experiments.compare import run_comparison
 
     config = train_config_from_options(
         epochs=epochs,
@@ -392,7 +392,7 @@ app.add_typer(submit_app, name="submit")
 
 def queue_job(job_type: str, params: dict, wait: bool) -> None:
     from bmcore.db import init_db, session_scope
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     init_db()
     with session_scope() as session:
@@ -408,7 +408,7 @@ def follow_job(job_id: str, poll_seconds: float = 1.0) -> dict:
     import time
 
     from bmcore.db import session_scope
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     with progress_bar() as bar:
         task = bar.add_task(f"job {job_id[:8]}", total=100)
@@ -504,7 +504,7 @@ def jobs(
     from rich.table import Table
 
     from bmcore.db import init_db, session_scope
-    from bmcore.jobs import job_to_dict, list_jobs
+    from bmcore.jobs.lifecycle import job_to_dict, list_jobs
 
     init_db()
     table = Table()
@@ -530,7 +530,7 @@ def job(
 ) -> None:
     """Show one job as JSON (status, progress, result, log tail)."""
     from bmcore.db import Result, init_db, session_scope
-    from bmcore.jobs import get_job, job_to_dict
+    from bmcore.jobs.lifecycle import get_job, job_to_dict
 
     init_db()
     if wait:
@@ -547,7 +547,7 @@ def job(
 def cancel(job_id: str = typer.Argument(..., help="Job id.")) -> None:
     """Cancel a job: at once when queued, between steps when running."""
     from bmcore.db import init_db, session_scope
-    from bmcore.jobs import cancel_job
+    from bmcore.jobs.lifecycle import cancel_job
 
     init_db()
     with session_scope() as session:
@@ -609,7 +609,7 @@ def up(
     mlflow: bool = typer.Option(True, help="Start the MLflow UI."),
 ) -> None:
     """The whole local stack: Redis (when none answers), MLflow UI, web, one worker. Ctrl-C stops it."""
-    from bmcore.stack import run_stack
+    from bmcore.local.stack import run_stack
 
     def ready(urls: dict) -> None:
         for name, url in urls.items():
@@ -630,7 +630,7 @@ def demo(
     mlflow_port: int = typer.Option(5000, help="MLflow UI port."),
 ) -> None:
     """The main job: synthetic cohort → stack up → U-Net, CNN, FCN trained and evaluated through the queue."""
-    from bmcore.demo import run_demo
+    from bmcore.local.demo import run_demo
 
     run_demo(quick=quick, serve=serve, web_port=web_port, mlflow_port=mlflow_port, echo=typer.echo)
 
@@ -655,8 +655,8 @@ def user_create(
     ),
 ) -> None:
     """Create a dashboard account (password stored hashed)."""
+    from bmcore.accounts import create_user
     from bmcore.db import init_db, session_scope
-    from bmcore.tokens import create_user
 
     init_db()
     with session_scope() as session:
@@ -670,8 +670,8 @@ def token_create(
     name: str = typer.Option("cli", help="A name to tell tokens apart."),
 ) -> None:
     """Create an API token for a user; prints it once (only its hash is stored)."""
+    from bmcore.accounts import create_token
     from bmcore.db import init_db, session_scope
-    from bmcore.tokens import create_token
 
     init_db()
     with session_scope() as session:
@@ -684,8 +684,8 @@ def token_revoke(
     name: str = typer.Option(..., help="The token's name."),
 ) -> None:
     """Revoke a user's token by name."""
+    from bmcore.accounts import revoke_token
     from bmcore.db import init_db, session_scope
-    from bmcore.tokens import revoke_token
 
     init_db()
     with session_scope() as session:
@@ -702,7 +702,7 @@ def cohort(
     ),
 ) -> None:
     """The cohort at a glance: patients, primary cancers, lesions, split, class shares (JSON + PNG plots)."""
-    from bmcore.cohort import format_table, write_cohort_report
+    from bmcore.reports.cohort import format_table, write_cohort_report
 
     masks = None
     if predictions is not None:
@@ -757,7 +757,7 @@ def patients_import(
 def queue_parent_job(job_type: str, params: dict, wait: bool, table_artifact: str) -> None:
     """Queue a sweep or cross-validation job; with ``wait``, follow it and print its table."""
     from bmcore.db import Result, init_db, session_scope
-    from bmcore.jobs import submit_job
+    from bmcore.jobs.lifecycle import submit_job
 
     init_db()
     with session_scope() as session:
@@ -793,7 +793,7 @@ def submit_sweep(
     wait: bool = typer.Option(False, "--wait", help="Follow progress, then print the ranked table."),
 ) -> None:
     """Queue a hyperparameter sweep: one train job per configuration, ranked by validation lesion Dice."""
-    from bmcore.sweeps import parse_assignments, parse_grid, parse_random
+    from bmcore.jobs.parents import parse_assignments, parse_grid, parse_random
 
     if (grid is None) == (random_space is None):
         raise typer.BadParameter("give exactly one of --grid and --random")
@@ -819,7 +819,7 @@ def submit_crossval(
     wait: bool = typer.Option(False, "--wait", help="Follow progress, then print per-fold and mean ± std."),
 ) -> None:
     """Queue a k-fold cross-validation by patient: one train job per fold, out-of-fold metrics pooled."""
-    from bmcore.sweeps import parse_assignments
+    from bmcore.jobs.parents import parse_assignments
 
     params = {"data": str(data.absolute()), "folds": folds, "base": parse_assignments(base), "seed": seed}
     queue_parent_job("crossval", params, wait, "crossval_md")

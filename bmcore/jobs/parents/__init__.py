@@ -14,7 +14,7 @@ runs in *steps*, each short and safe to repeat; the rows hold the state (:func:`
 ``start``    (sent by ``submit_job``) claims the parent, opens its MLflow parent run, writes every child
              row — reusing finished ones, see below — and only then queues the children's tasks, so no
              child can end before all its siblings exist. Then it returns.
-``check``    (sent by :func:`bmcore.job_runner.run_job` when the last child ends, see
+``check``    (sent by :func:`bmcore.jobs.runner.run_job` when the last child ends, see
              :func:`notify_parent`, and by ``cancel_job``) counts the children — progress is finished /
              total — and once all have ended aggregates (the ranked table, or the cross-validation
              summary) and ends the parent: its Result, artifacts, MLflow run, and ``champion`` on request.
@@ -28,8 +28,8 @@ once may both send ``check``: aggregating twice is harmless (its MLflow writes a
 parent ends in one conditional ``UPDATE``. A parent is never heartbeaten, and the reaper leaves it alone
 (its type is not in ``TASK_NAMES``); its children are ordinary train jobs, which the reaper watches.
 
-Cancelling a parent (:func:`bmcore.jobs.cancel_job`) cancels its queued children at once and asks running
-ones to stop; the parent ends ``cancelled``, with the table of what did finish, at the check that follows.
+Cancelling a parent (:func:`bmcore.jobs.lifecycle.cancel_job`) cancels its queued children at once and asks
+running ones to stop; the parent ends ``cancelled``, with the table of what did finish, at the check that follows.
 
 Reuse
 -----
@@ -86,12 +86,12 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from bmcore import jobs
 from bmcore.config import get_settings
 from bmcore.db import FINISHED_STATUSES, Job, JobEvent, Result, session_scope, utcnow
-from bmcore.jobs import TRAIN_EXTRA_PARAMS, JobParamsError, QueueUnavailable
-from bmcore.queueing import PARENT_TASK_NAMES, QUEUE_FOR_TASK, celery_client
-from bmcore.run_config import TrainConfig
+from bmcore.jobs import lifecycle
+from bmcore.jobs.lifecycle import TRAIN_EXTRA_PARAMS, JobParamsError, QueueUnavailable
+from bmcore.jobs.queue import PARENT_TASK_NAMES, QUEUE_FOR_TASK, celery_client
+from bmcore.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _check_child(child: dict[str, Any], label: str) -> None:
         if problem:
             raise JobParamsError(f"{label}: {problem}")
     try:
-        jobs.validate_job("train", child)
+        lifecycle.validate_job("train", child)
     except JobParamsError as exc:
         raise JobParamsError(f"{label}: {exc}") from None
 
@@ -367,10 +367,10 @@ def crossval_splits(studies: Sequence[Any], folds: int, seed: int = 0) -> list[d
 
 def crossval_children(params: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``({"fold": i}, child train params)`` per fold; reads the data set (the worker's side)."""
-    from bmcore import io
+    from bmcore import imaging
 
     base = _check_crossval(params)
-    labelled = [ref for ref in io.find_studies(params["data"]) if ref.label is not None]
+    labelled = [ref for ref in imaging.find_studies(params["data"]) if ref.label is not None]
     children = []
     for split in crossval_splits(labelled, params["folds"], params.get("seed", 0)):
         # a fold model learns from (k-1)/k of the patients and is scored on its own fold: it estimates
@@ -497,7 +497,7 @@ def notify_parent(job_id: str) -> None:
         )
         total = sum(counts.values())
         done = sum(n for status, n in counts.items() if status in FINISHED_STATUSES)
-        jobs.update_progress(session, parent_id, done / total, f"{done}/{total} children finished")
+        lifecycle.update_progress(session, parent_id, done / total, f"{done}/{total} children finished")
     if done == total:
         send_parent_step(parent_id, parent_type, "check")
 
@@ -510,14 +510,14 @@ def advance(job_id: str, step: str = "start", worker_host: str | None = None) ->
     if step not in STEPS:
         raise ValueError(f"unknown parent step {step!r}; expected one of {', '.join(STEPS)}")
     with session_scope() as session:
-        job = jobs.get_job(session, job_id)
+        job = lifecycle.get_job(session, job_id)
         status, job_type, params = job.status, job.type, dict(job.params)
     if status in FINISHED_STATUSES or job_type not in PARENT_TYPES or not is_parent_spec(job_type, params):
         return None
     if step == "start":
         if status == "queued":
             with session_scope() as session:
-                if jobs.claim_job(session, job_id, worker_host or socket.gethostname()) is None:
+                if lifecycle.claim_job(session, job_id, worker_host or socket.gethostname()) is None:
                     return None
         try:
             fan_out(job_id)
@@ -538,7 +538,7 @@ def fan_out(job_id: str) -> None:
     and only children still waiting to be sent (:data:`PENDING_MESSAGE`) are sent.
     """
     with session_scope() as session:
-        parent = jobs.get_job(session, job_id)
+        parent = lifecycle.get_job(session, job_id)
         job_type, params, owner_id, run_id = (
             parent.type,
             dict(parent.params),
@@ -553,7 +553,7 @@ def fan_out(job_id: str) -> None:
         existing = session.scalars(select(Job.params).where(Job.parent_id == job_id)).all()
         existing_hashes = {(p or {}).get("config_hash") for p in existing}
         for _values, child in planned:
-            if child["config_hash"] in existing_hashes or jobs.is_cancel_requested(session, job_id):
+            if child["config_hash"] in existing_hashes or lifecycle.is_cancel_requested(session, job_id):
                 continue
             child = child | {"mlflow_parent_run_id": run_id}
             source = _reusable(session, child["config_hash"])
@@ -564,7 +564,7 @@ def fan_out(job_id: str) -> None:
                 session.add(
                     Job(
                         type="train",
-                        params=jobs.validate_job("train", child),
+                        params=lifecycle.validate_job("train", child),
                         status="queued",
                         owner_id=owner_id,
                         parent_id=job_id,
@@ -579,10 +579,10 @@ def fan_out(job_id: str) -> None:
         ).all()
         sent = 0
         for row in pending:
-            if jobs.is_cancel_requested(session, job_id):
+            if lifecycle.is_cancel_requested(session, job_id):
                 break
             try:
-                jobs.send_job(session, row)
+                lifecycle.send_job(session, row)
             except QueueUnavailable:
                 continue  # the child is marked failed ("could not queue"); the table reports it
             row.message = "queued"
@@ -591,7 +591,7 @@ def fan_out(job_id: str) -> None:
         statuses = session.scalars(select(Job.status).where(Job.parent_id == job_id)).all()
         done = sum(1 for status in statuses if status in FINISHED_STATUSES)
         message = f"fanned out {len(statuses)} children: {sent} queued, {reused} reused"
-        jobs.update_progress(session, job_id, done / len(statuses) if statuses else 0.0, message)
+        lifecycle.update_progress(session, job_id, done / len(statuses) if statuses else 0.0, message)
 
 
 def _reusable(session, digest: str) -> Job | None:
@@ -610,7 +610,7 @@ def _reusable(session, digest: str) -> Job | None:
 
 
 def _write_reused(session, parent_id: str, owner_id: int | None, child: dict[str, Any], source: Job) -> Job:
-    jobs.validate_job("train", child)
+    lifecycle.validate_job("train", child)
     origin = source.result.metrics.get("reused_from") or source.id
     now = utcnow()
     row = Job(
@@ -638,7 +638,7 @@ def _write_reused(session, parent_id: str, owner_id: int | None, child: dict[str
 def check(job_id: str) -> str | None:
     """Count the children, pass on a cancel, record progress; aggregate and end the parent once all ended."""
     with session_scope() as session:
-        parent = jobs.get_job(session, job_id)
+        parent = lifecycle.get_job(session, job_id)
         if parent.status != "running":
             return None
         cancel = parent.cancel_requested
@@ -646,13 +646,13 @@ def check(job_id: str) -> str | None:
         if cancel:
             for child in children:
                 if child.status not in FINISHED_STATUSES and not child.cancel_requested:
-                    jobs.cancel_job(session, child.id)
+                    lifecycle.cancel_job(session, child.id)
             children = _children(session, job_id)
         done = sum(1 for child in children if child.status in FINISHED_STATUSES)
         running = sum(1 for child in children if child.status == "running")
         total, progress = len(children), parent.progress
         if total and done < total and abs(done / total - progress) > 1e-9:
-            jobs.update_progress(
+            lifecycle.update_progress(
                 session, job_id, done / total, f"{done}/{total} children finished, {running} running"
             )
     if done == total and (total or cancel):
@@ -870,7 +870,7 @@ def finish_parent(job_id: str) -> str | None:
     in one conditional UPDATE (None for the run that lost it).
     """
     with session_scope() as session:
-        parent = jobs.get_job(session, job_id)
+        parent = lifecycle.get_job(session, job_id)
         if parent.status != "running":
             return None
         job_type, params, run_id, cancel = (
@@ -896,7 +896,7 @@ def finish_parent(job_id: str) -> str | None:
         if job_type == "sweep" and status == "succeeded" and params.get("promote_best"):
             metrics["promoted"] = _promote(metrics["ranking"])
         with session_scope() as session:
-            jobs.record_result(session, job_id, metrics, artifacts)
+            lifecycle.record_result(session, job_id, metrics, artifacts)
     except Exception as exc:
         return _fail(job_id, exc, "could not aggregate its children")
     return status if _end(job_id, status, error, _summary_line(job_type, metrics)) else None
@@ -1007,7 +1007,7 @@ def _start_parent_run(job_id: str, job_type: str, params: Mapping[str, Any], chi
     tags = {"bmseg.job_id": job_id, "bmseg.job_type": job_type}
     run_id = tracking.start_run(experiment, f"{job_type}-{job_id[:8]}", logged, tags)
     with session_scope() as session:
-        jobs.get_job(session, job_id).mlflow_run_id = run_id
+        lifecycle.get_job(session, job_id).mlflow_run_id = run_id
         session.commit()
     return run_id
 
@@ -1059,11 +1059,11 @@ def _fail(job_id: str, exc: Exception, what: str) -> str | None:
     error = f"{what}: {type(exc).__name__}: {exc}".strip().splitlines()[0]
     log.warning("parent job %s %s", job_id, error)
     with session_scope() as session:
-        jobs.log_event(session, job_id, traceback.format_exc()[-4000:], level="debug")
+        lifecycle.log_event(session, job_id, traceback.format_exc()[-4000:], level="debug")
         for child in _children(session, job_id):
             if child.status not in FINISHED_STATUSES:
-                jobs.cancel_job(session, child.id)
-        run_id = jobs.get_job(session, job_id).mlflow_run_id
+                lifecycle.cancel_job(session, child.id)
+        run_id = lifecycle.get_job(session, job_id).mlflow_run_id
     if run_id:
         try:
             from bmcore import tracking

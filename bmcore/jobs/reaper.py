@@ -13,7 +13,7 @@ unacknowledged in Redis, and Redis gives it back only after the visibility timeo
 * :func:`start_reaper` — the loop every worker runs in a daemon thread (``services/worker/app.py``).
 
 A late duplicate of the lost message is harmless: ``claim_job`` leaves a finished job alone. A training
-job resumes from its ``last.pt`` and MLflow run (``bmcore.job_runner.run_train``); when the lost attempt
+job resumes from its ``last.pt`` and MLflow run (``bmcore.jobs.runner.run_train``); when the lost attempt
 had already registered the model, :func:`registered_version` lets the next one finish without
 registering a second version. Torch-free.
 """
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, session_scope, utcnow
-from bmcore.queueing import QUEUE_FOR_TASK, TASK_NAMES, celery_client
+from bmcore.jobs.queue import QUEUE_FOR_TASK, TASK_NAMES, celery_client
 
 log = logging.getLogger(__name__)
 
