@@ -137,3 +137,27 @@ def redis_test_url(monkeypatch) -> Iterator[str]:
 
 
 # ===================================== end of database and queue fixtures ============================
+
+
+# =====================================================================================================
+# Training fixtures
+#
+#   tiny_train        the smallest training settings that still run every part of the loop (64² slices,
+#                     width 4, depth 2, no augmentation, 32 slices an epoch): a fresh dict per test,
+#                     to pass as TrainConfig fields or as a train job's params
+# =====================================================================================================
+
+TINY_TRAIN = {
+    "size": 64,
+    "base_channels": 4,
+    "depth": 2,
+    "batch_size": 8,
+    "num_workers": 0,
+    "augment": False,
+    "samples_per_epoch": 32,
+}
+
+
+@pytest.fixture
+def tiny_train() -> dict:
+    return dict(TINY_TRAIN)
