@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from bmcore.imaging import MODALITIES, load_study, study_from_dir
+from bmcore.imaging.display import radiological, window_to_uint8
 from bmcore.metrics import REGIONS, find_lesions, region_mask
 
 LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (255, 214, 0), 2: (46, 204, 64), 3: (230, 32, 32)}
@@ -72,18 +73,6 @@ volume_cache = LRUCache(4)
 mask_cache = LRUCache(8)
 
 
-def window_to_uint8(channel: np.ndarray) -> np.ndarray:
-    """Intensities mapped to 0..255 between the 0.5th and 99.5th percentile of the non-zero voxels."""
-    inside = channel[channel != 0]
-    if inside.size == 0:
-        return np.zeros(channel.shape, dtype=np.uint8)
-    low, high = np.percentile(inside, (0.5, 99.5))
-    if high <= low:
-        high = low + 1.0
-    scaled = (channel - low) * (255.0 / (high - low))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
-
-
 def _file_stamp(path: str | Path) -> tuple[str, float]:
     path = Path(path)
     return str(path), path.stat().st_mtime if path.exists() else 0.0
@@ -129,11 +118,6 @@ def lesion_slices(mask: np.ndarray, spacing: tuple[float, float, float]) -> dict
     }
 
 
-def _to_display(plane: np.ndarray) -> np.ndarray:
-    """(X, Y) canonical plane → (rows, columns): anterior up, patient's right on the left."""
-    return plane.T[::-1, ::-1]
-
-
 def render_slice(
     volume: DisplayVolume,
     modality: str,
@@ -146,7 +130,7 @@ def render_slice(
         raise KeyError(modality)
     depth = volume.shape[2]
     z = min(max(int(z), 0), depth - 1)
-    gray = _to_display(volume.channels[modality][:, :, z])
+    gray = radiological(volume.channels[modality][:, :, z])
     rows, columns = gray.shape
     sx, sy = volume.spacing[0], volume.spacing[1]
     height_mm, width_mm = rows * sy, columns * sx
@@ -155,7 +139,7 @@ def render_slice(
     image = Image.fromarray(np.ascontiguousarray(gray)).resize(size, Image.Resampling.BILINEAR)
     image = image.convert("RGB")
     if overlay is not None and opacity > 0:
-        labels = Image.fromarray(np.ascontiguousarray(_to_display(overlay[:, :, z]).astype(np.uint8)))
+        labels = Image.fromarray(np.ascontiguousarray(radiological(overlay[:, :, z]).astype(np.uint8)))
         labels_array = np.asarray(labels.resize(size, Image.Resampling.NEAREST))
         rgb = np.asarray(image, dtype=np.float32).copy()
         alpha = min(max(float(opacity), 0.0), 1.0)

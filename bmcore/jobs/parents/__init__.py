@@ -29,7 +29,8 @@ parent ends in one conditional ``UPDATE``. A parent is never heartbeaten, and th
 (its type is not in ``TASK_NAMES``); its children are ordinary train jobs, which the reaper watches.
 
 Cancelling a parent (:func:`bmcore.jobs.lifecycle.cancel_job`) cancels its queued children at once and asks
-running ones to stop; the parent ends ``cancelled``, with the table of what did finish, at the check that follows.
+running ones to stop; the parent ends ``cancelled``, with the table of what did finish,
+at the check that follows.
 
 Reuse
 -----

@@ -47,6 +47,7 @@ import numpy as np
 from bmcore import imaging
 from bmcore.data.split import DEFAULT_RATIOS, SIDES, lesion_free_patients, split_studies
 from bmcore.db import Study
+from bmcore.imaging.display import radiological, window_unit
 from bmcore.metrics import (
     DIAMETER_BIN_NAMES,
     DIAMETER_BINS_MM,
@@ -555,19 +556,6 @@ def plot_class_distribution(summary: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def _window(channel: np.ndarray) -> np.ndarray:
-    inside = channel[channel != 0]
-    if inside.size == 0:
-        return np.zeros(channel.shape, dtype=np.float32)
-    low, high = np.percentile(inside, (0.5, 99.5))
-    return np.clip((channel - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
-
-
-def _display(plane: np.ndarray) -> np.ndarray:
-    """(X, Y) canonical plane → rows, columns: anterior up, the patient's right on the left."""
-    return plane.T[::-1, ::-1]
-
-
 def choose_sample(summary: dict) -> str | None:
     """The study shown in the sample slices: the labelled (multiclass if possible) one with most tumour."""
     candidates = [r for r in summary["studies"] if r["lesions"] is not None]
@@ -595,14 +583,14 @@ def plot_modality_slices(ref: imaging.StudyRef, path: Path, max_voxels: int | No
     figure = Figure(figsize=(2.5 * panels, 2.9), dpi=DPI)
     axes = figure.subplots(1, panels, squeeze=False)[0]
     for axis, (index, modality) in zip(axes, enumerate(present), strict=False):
-        axis.imshow(_display(_window(volume.image[index][:, :, z])), cmap="gray", aspect=sy / sx)
+        axis.imshow(radiological(window_unit(volume.image[index][:, :, z])), cmap="gray", aspect=sy / sx)
         axis.set_title(MODALITY_TITLES.get(modality, modality), fontsize=9)
     if volume.label is not None:
         base = present.index("t1ce") if "t1ce" in present else 0
         axis = axes[-1]
-        axis.imshow(_display(_window(volume.image[base][:, :, z])), cmap="gray", aspect=sy / sx)
+        axis.imshow(radiological(window_unit(volume.image[base][:, :, z])), cmap="gray", aspect=sy / sx)
         axis.imshow(
-            _display(volume.label[:, :, z]),
+            radiological(volume.label[:, :, z]),
             cmap=ListedColormap(OVERLAY_RGBA),
             vmin=0,
             vmax=3,
