@@ -55,7 +55,7 @@ from bmcore.config import get_settings
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 JOB_TYPES = ("train", "evaluate", "segment", "sweep", "crossval")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
