@@ -215,27 +215,12 @@ def predict_volume(
 
 
 def lesion_rows(mask: np.ndarray, volume: imaging.Volume) -> list[dict]:
-    """One row per lesion (26-connected tumour-core component) with world-space centroid in mm."""
-    core = metrics.region_mask(mask, metrics.REGIONS["TC"])
-    rows = []
-    for lesion in metrics.find_lesions(core, volume.spacing):
-        centroid_canonical = np.asarray(lesion.centroid_vox)
-        native_centroid = _canonical_to_native_voxel(centroid_canonical, volume)
-        world = volume.affine @ np.append(native_centroid, 1.0)
-        labels = sorted(int(v) for v in np.unique(mask[lesion.slices][core[lesion.slices]]))
-        rows.append(
-            {
-                "lesion_id": lesion.label_id,
-                "voxels": lesion.voxels,
-                "volume_ml": round(lesion.volume_ml, 4),
-                "diameter_mm": round(lesion.diameter_mm, 2),
-                "centroid_x_mm": round(float(world[0]), 2),
-                "centroid_y_mm": round(float(world[1]), 2),
-                "centroid_z_mm": round(float(world[2]), 2),
-                "labels": ";".join(str(v) for v in labels),
-            }
-        )
-    return rows
+    """The lesion table of a canonical mask, with centroids in the input's scanner coordinates (mm)."""
+
+    def to_world(centroid: np.ndarray) -> np.ndarray:
+        return volume.affine @ np.append(_canonical_to_native_voxel(centroid, volume), 1.0)
+
+    return metrics.lesion_rows(mask, volume.spacing, to_world)
 
 
 def _canonical_to_native_voxel(point: np.ndarray, volume: imaging.Volume) -> np.ndarray:

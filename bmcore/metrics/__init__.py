@@ -22,7 +22,7 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -376,6 +376,32 @@ def lesion_wise_metrics(
             dice, distance = _score_lesion(gt_labels, pred_labels, lesion, matched, pred_boxes, spacing)
             scores.append(_LesionScore(lesion.diameter_mm, bool(matched), dice, distance))
     return _lesion_summary(scores, n_pred - len(claimed))
+
+
+def lesion_rows(
+    labels: np.ndarray, spacing: Spacing, to_world: Callable[[np.ndarray], np.ndarray] | None = None
+) -> list[dict]:
+    """One row per lesion (26-connected tumour-core component) of a label volume: the lesion table.
+
+    ``to_world`` maps a voxel centroid of ``labels`` to scanner coordinates (mm); without it the
+    ``centroid_*_mm`` columns are left out.
+    """
+    core = region_mask(labels, REGIONS["TC"])
+    rows = []
+    for lesion in find_lesions(core, tuple(spacing)):
+        values = sorted(int(v) for v in np.unique(labels[lesion.slices][core[lesion.slices]]))
+        row: dict = {
+            "lesion_id": lesion.label_id,
+            "voxels": lesion.voxels,
+            "volume_ml": round(lesion.volume_ml, 4),
+            "diameter_mm": round(lesion.diameter_mm, 2),
+        }
+        if to_world is not None:
+            world = to_world(np.asarray(lesion.centroid_vox))
+            row |= {f"centroid_{axis}_mm": round(float(world[i]), 2) for i, axis in enumerate("xyz")}
+        row["labels"] = ";".join(str(v) for v in values)
+        rows.append(row)
+    return rows
 
 
 # --- one study, many studies -------------------------------------------------------------------

@@ -54,6 +54,7 @@ from bmcore.metrics import (
     REGIONS,
     diameter_bin,
     find_lesions,
+    lesion_rows,
     region_mask,
 )
 from bmcore.patients import PRIMARY_CANCER_TYPES, normalize_primary
@@ -123,32 +124,12 @@ def read_label(
     return labels, (float(zooms[0]), float(zooms[1]), float(zooms[2])), affine
 
 
-def lesion_rows(labels: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None = None) -> list[dict]:
-    """One row per lesion (26-connected tumour-core component), as in a segment job's lesion table."""
-    core = region_mask(labels, REGIONS["TC"])
-    rows = []
-    for lesion in find_lesions(core, tuple(spacing)):
-        values = sorted(int(v) for v in np.unique(labels[lesion.slices][core[lesion.slices]]))
-        row: dict[str, Any] = {
-            "lesion_id": lesion.label_id,
-            "voxels": lesion.voxels,
-            "volume_ml": round(lesion.volume_ml, 4),
-            "diameter_mm": round(lesion.diameter_mm, 2),
-        }
-        if affine is not None:
-            world = affine @ np.append(np.asarray(lesion.centroid_vox), 1.0)
-            row |= {f"centroid_{axis}_mm": round(float(world[i]), 2) for i, axis in enumerate("xyz")}
-        row["labels"] = ";".join(str(v) for v in values)
-        rows.append(row)
-    return rows
-
-
 def study_lesions(ref: imaging.StudyRef, max_voxels: int | None = None) -> list[dict]:
     """The ground-truth lesions of a study with a label (an empty list without one)."""
     if ref.label is None:
         return []
     labels, spacing, affine = read_label(ref.label, ref.label_kind or "multiclass", ref.label_map, max_voxels)
-    return lesion_rows(labels, spacing, affine)
+    return lesion_rows(labels, spacing, lambda centroid: affine @ np.append(centroid, 1.0))
 
 
 def load_primary_cancers(data_dir: str | Path) -> dict[str, str | None]:
