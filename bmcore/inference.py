@@ -31,6 +31,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from bmcore import imaging, metrics
 from bmcore.data.preprocess import brain_mask, normalize, probabilities_to_native, resize_image
 from bmcore.models import load_checkpoint
+from bmcore.tracking import resolve_model
+from bmcore.training.parts import resolve_device
 
 LESION_COLUMNS = (
     "lesion_id",
@@ -52,6 +54,8 @@ class InferenceCancelled(RuntimeError):
 
 @dataclass
 class Predictor:
+    """A model ready for inference, with the input size and modalities it was trained on."""
+
     model: torch.nn.Module
     arch: str
     size: int
@@ -66,14 +70,10 @@ def load_predictor(ref: str | Path, device: str = "auto", precision: str = "auto
 
     ``precision="auto"`` picks bfloat16 on CUDA and on CPUs that do bfloat16 natively, else float32.
     """
-    from bmcore.training.loop import resolve_device
-
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     ref = str(ref)
     if ref.startswith("models:/"):
-        from bmcore.tracking import resolve_model
-
         path = resolve_model(ref)
     else:
         path = Path(ref)
@@ -235,6 +235,7 @@ def _canonical_to_native_voxel(point: np.ndarray, volume: imaging.Volume) -> np.
 
 
 def write_lesion_table(rows: list[dict], path: str | Path) -> Path:
+    """Write the lesion table as CSV (columns :data:`LESION_COLUMNS`), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
@@ -248,6 +249,8 @@ def write_lesion_table(rows: list[dict], path: str | Path) -> Path:
 
 @dataclass
 class SegmentResult:
+    """What :func:`segment_study` wrote (mask, lesion table) and the voxel count of each label."""
+
     study_id: str
     mask_path: Path
     lesions_path: Path

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from bmcore import imaging
+
 DEFAULT_RATIOS = (0.67, 0.20, 0.13)
 SIDES = ("train", "val", "test")
 
@@ -77,7 +79,6 @@ def lesion_free_patients(studies, lesion_voxels: Callable[[Any], int | None] | N
     lesion-free: nothing is known of that visit.
     """
     if lesion_voxels is None:
-        from bmcore import imaging
 
         def lesion_voxels(study) -> int | None:
             return None if study.label is None else imaging.lesion_voxels(study)

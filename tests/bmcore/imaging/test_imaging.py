@@ -12,7 +12,7 @@ import pytest
 from bmcore import imaging
 from bmcore.data.preprocess import brain_mask
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
 GLIOMA = REAL / "glioma_brats2015" / "brats_2013_pat0006_1"
 MS = REAL / "ms_patient19"
 needs_real = pytest.mark.skipif(
