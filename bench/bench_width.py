@@ -51,6 +51,7 @@ def main() -> None:
 
     from bmcore.data.dataset import SliceDataset
     from bmcore.data.synth import synth_cohort
+    from bmcore.experiments.request import TrainRequest
     from bmcore.experiments.training import prepare_data, train_run
     from bmcore.models import load_checkpoint
     from bmcore.training.config import TrainConfig
@@ -77,7 +78,9 @@ def main() -> None:
                 kept.append(Path(shutil.copy(out / "last.pt", out / f"e{epoch}.pt")))
 
             started = time.perf_counter()
-            train_run(cohort, config, out, show_progress=False, prepared=prepared, callbacks=[keep])
+            train_run(
+                TrainRequest(cohort, config, out, show_progress=False, prepared=prepared, callbacks=(keep,))
+            )
             seconds = time.perf_counter() - started
             epochs = []
             for path in kept:

@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from bmcore import imaging
-from bmcore.evaluation import evaluate_studies, format_value, headline_rows, markdown_table
+from bmcore.evaluation.evaluate import evaluate_studies
+from bmcore.evaluation.headline import format_value, headline_rows
+from bmcore.experiments.request import TrainRequest
 from bmcore.experiments.training import prepare_data, train_run
 from bmcore.inference import load_predictor, predict_volume
 from bmcore.reports.plots import plot_curves, plot_overlays
-from bmcore.training.loop import TrainConfig
+from bmcore.reports.tables import markdown_table
+from bmcore.training.config import ARCHS, TrainConfig
 
-ARCHS = ("unet", "cnn", "fcn")
 # Table IV of the study (train / validation); IoU there is a mean over classes with background.
 STUDY_TABLE = {
     "unet": {
@@ -89,9 +91,10 @@ def run_comparison(
         arch_config = dataclasses.replace(config, arch=arch)
         if progress:
             progress(index / len(archs), f"training {arch}")
-        outcome = train_run(
+        request = TrainRequest(
             data_dir, arch_config, out_dir / arch, prepared=prepared, show_progress=show_progress
         )
+        outcome = train_run(request)
         predictor = load_predictor(outcome.best_checkpoint, device=config.device)
         test = evaluate_studies(predictor, prepared.test_refs)
         models[arch] = {
@@ -147,8 +150,21 @@ def write_figures(
     return files
 
 
+PAPER_HEADER = (
+    "model",
+    "train acc",
+    "train loss",
+    "train Dice",
+    "train IoU",
+    "val acc",
+    "val loss",
+    "val Dice",
+    "val IoU",
+)
+
+
 def report_markdown(report: dict) -> str:
-    models = report["models"]
+    """``report.md``: the study's layout (a), the honest test figures (b) and the figure files."""
     sides = ", ".join(f"{k} {len(v)}" for k, v in report["split"]["patients"].items())
     lines = [
         "# U-Net vs CNN vs FCN",
@@ -158,18 +174,24 @@ def report_markdown(report: dict) -> str:
         "## (a) The study's Table IV layout (paper-style: pooled slice voxels, 4 classes "
         "incl. background, best epoch)",
         "",
+        markdown_table(PAPER_HEADER, paper_table_rows(report["models"])),
+        "",
+        "The study's IoU (0.968) beside its Dice (0.645) is only possible "
+        "as a mean over classes with background included: for one mask pair IoU = Dice / (2 - Dice).",
+        "",
+        "## (b) Honest metrics on the test patients (whole volumes, native geometry)",
+        "",
+        *honest_table(report["models"]),
+        "",
+        "## Figures",
+        "",
     ]
-    header = [
-        "model",
-        "train acc",
-        "train loss",
-        "train Dice",
-        "train IoU",
-        "val acc",
-        "val loss",
-        "val Dice",
-        "val IoU",
-    ]
+    lines += [f"- {name}: `{path}`" for name, path in report.get("files", {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def paper_table_rows(models: dict) -> list[list[str]]:
+    """Two rows per model for table (a): bmseg's figures, then the study's (which has no loss)."""
     rows = []
     for arch, model in models.items():
         paper = model["paper"]
@@ -190,31 +212,19 @@ def report_markdown(report: dict) -> str:
                 for name, _ in PAPER_COLUMNS
             ]
         )
-    lines += [
-        markdown_table(header, rows),
-        "",
-        "The study's IoU (0.968) beside its Dice (0.645) is only possible "
-        "as a mean over classes with background included: for one mask pair IoU = Dice / (2 - Dice).",
-        "",
-        "## (b) Honest metrics on the test patients (whole volumes, native geometry)",
-        "",
-    ]
+    return rows
+
+
+def honest_table(models: dict) -> list[str]:
+    """Table (b), one column per model, and the number of test studies under it."""
     archs = list(models)
     first = models[archs[0]]["test"]
     rows = [
         [label, *[headline_value(models[a]["test"], label) for a in archs], convention]
         for label, _, convention in headline_rows(first)
     ]
-    lines += [
-        markdown_table(["figure", *archs, "convention"], rows),
-        "",
-        f"Test studies: {first.get('n_studies')}.",
-        "",
-        "## Figures",
-        "",
-    ]
-    lines += [f"- {name}: `{path}`" for name, path in report.get("files", {}).items()]
-    return "\n".join(lines) + "\n"
+    table = markdown_table(["figure", *archs, "convention"], rows)
+    return [table, "", f"Test studies: {first.get('n_studies')}."]
 
 
 def headline_value(summary: dict, label: str) -> str:

@@ -4,21 +4,25 @@ then registered.
 One experiment per data set, one run per training (params, per-epoch metrics, split, curves, validation
 report, model); the model becomes a new version of ``bmseg-<arch>``, and the ``champion`` alias moves to
 it when its validation lesion-wise Dice beats the current champion's. Used by ``bmseg train`` and the
-worker's train task alike.
+worker's train task alike, each with one :class:`~bmcore.experiments.request.TrainRequest`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from bmcore import tracking
-from bmcore.experiments.training import train_run, validation_key_metrics
+from bmcore.experiments.request import TrainRequest
+from bmcore.experiments.training import RunOutcome, train_run, validation_key_metrics
 from bmcore.reports.plots import plot_curves
+from bmcore.tracking.logged_model import log_model
 from bmcore.training import distributed
-from bmcore.training.loop import TrainConfig, TrainingCancelled
+from bmcore.training.loop import EpochCallback, TrainingCancelled
+
+ARTIFACTS = ("split.json", "history.json", "validation.json", "curves.png")
 
 
 def _loggable(figures: dict) -> dict:
@@ -29,67 +33,20 @@ def _loggable(figures: dict) -> dict:
     }
 
 
-def tracked_train(
-    data: str | Path,
-    config: TrainConfig,
-    out_dir: str | Path,
-    resume: bool = False,
-    track: bool = True,
-    split_seed: int = 0,
-    run_id: str | None = None,
-    run_name: str | None = None,
-    tags: dict | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    progress: Callable[[float, str], None] | None = None,
-    on_run: Callable[[str], None] | None = None,
-    show_progress: bool = True,
-    split: dict | None = None,
-    parent_run_id: str | None = None,
-    champion_eligible: bool = True,
-) -> dict | None:
+def tracked_train(request: TrainRequest) -> dict | None:
     """Train, track and register; returns a JSON-able summary (checkpoint, run id, version, metrics).
 
-    ``split``: an explicit split (as split.json) instead of one drawn with ``split_seed``;
-    ``parent_run_id``: nest the new MLflow run under this one (a sweep or cross-validation parent);
-    ``champion_eligible`` false: the new version never takes ``champion`` (cross-validation folds).
-    Under ``torchrun`` rank 0 alone tracks and registers; the other ranks train and return None.
+    ``request.tracking`` says whether and how MLflow tracks the run. Under ``torchrun`` rank 0 alone
+    tracks and registers; the other ranks train and return None.
     """
-    out_dir = Path(out_dir)
-    callbacks = []
     rank = distributed.current()
-    track = track and rank.is_main
+    track = request.tracking.enabled and rank.is_main
+    run_id = request.tracking.run_id
     if track:
-        tracking.configure()
-        if run_id is None:
-            experiment = tracking.get_or_create_experiment(tracking.experiment_name_for(data))
-            params = config.to_dict() | {
-                "data": str(data),
-                "split_seed": split_seed,
-                "world_size": rank.world_size,
-            }
-            run_id = tracking.start_run(
-                experiment,
-                run_name or f"train-{config.arch}",
-                params,
-                tags or {},
-                parent_run_id=parent_run_id,
-            )
-        if on_run is not None:
-            on_run(run_id)
-        callbacks.append(lambda epoch, figures: tracking.log_metrics(run_id, _loggable(figures), step=epoch))
+        run_id = _open_run(request, rank.world_size)
+        request = replace(request, callbacks=(*request.callbacks, _metrics_logger(run_id)))
     try:
-        outcome = train_run(
-            data,
-            config,
-            out_dir,
-            resume=resume,
-            callbacks=callbacks,
-            should_stop=should_stop,
-            progress=progress,
-            split_seed=split_seed,
-            show_progress=show_progress,
-            split=split,
-        )
+        outcome = train_run(request)
     except TrainingCancelled:
         if track:
             tracking.end_run(run_id, "KILLED")
@@ -100,13 +57,57 @@ def tracked_train(
         raise
     if not rank.is_main:
         return None
+    summary = _write_results(outcome, run_id)
+    if track:
+        summary["registered"] = _log_and_register(
+            run_id, outcome, summary["metrics"], request.tracking.champion_eligible
+        )
+    return summary
+
+
+def _open_run(request: TrainRequest, world_size: int) -> str:
+    """The run to track into: the request's own, or a new one in the data set's experiment."""
+    options, config = request.tracking, request.config
+    tracking.configure()
+    run_id = options.run_id
+    if run_id is None:
+        experiment = tracking.get_or_create_experiment(tracking.experiment_name_for(request.data))
+        params = config.to_dict() | {
+            "data": str(request.data),
+            "split_seed": request.split_seed,
+            "world_size": world_size,
+        }
+        run_id = tracking.start_run(
+            experiment,
+            options.run_name or f"train-{config.arch}",
+            params,
+            dict(options.tags),
+            parent_run_id=options.parent_run_id,
+        )
+    if options.on_run is not None:
+        options.on_run(run_id)
+    return run_id
+
+
+def _metrics_logger(run_id: str) -> EpochCallback:
+    """An epoch callback logging the epoch's numeric figures to the run."""
+
+    def log(epoch: int, figures: dict) -> None:
+        tracking.log_metrics(run_id, _loggable(figures), step=epoch)
+
+    return log
+
+
+def _write_results(outcome: RunOutcome, run_id: str | None) -> dict:
+    """``history.json``, ``validation.json`` and ``curves.png`` beside the checkpoints; the summary."""
+    out_dir, arch = Path(outcome.out_dir), outcome.config.arch
     key_metrics = validation_key_metrics(outcome)
-    curves = plot_curves({config.arch: outcome.history}, out_dir / "curves.png", f"{config.arch} training")
+    curves = plot_curves({arch: outcome.history}, out_dir / "curves.png", f"{arch} training")
     (out_dir / "history.json").write_text(json.dumps(outcome.history, indent=1))
     if outcome.validation:
         (out_dir / "validation.json").write_text(json.dumps(outcome.validation, indent=1))
-    summary = {
-        "arch": config.arch,
+    return {
+        "arch": arch,
         "checkpoint": str(outcome.best_checkpoint),
         "out_dir": str(out_dir),
         "best_epoch": outcome.best_epoch,
@@ -117,14 +118,18 @@ def tracked_train(
         "run_id": run_id,
         "registered": None,
     }
-    if track:
-        for name in ("split.json", "history.json", "validation.json", "curves.png"):
-            if (out_dir / name).exists():
-                tracking.log_artifact(run_id, out_dir / name)
-        tracking.log_metrics(run_id, _loggable(key_metrics), step=outcome.best_epoch)
-        model_uri = tracking.log_model(run_id, outcome.best_checkpoint, config.arch)
-        summary["registered"] = tracking.register_model(
-            run_id, config.arch, model_uri, key_metrics, champion_eligible=champion_eligible
-        )
-        tracking.end_run(run_id, "FINISHED")
-    return summary
+
+
+def _log_and_register(run_id: str, outcome: RunOutcome, key_metrics: dict, champion_eligible: bool) -> dict:
+    """Log the run's files, key metrics and model, register the model and end the run."""
+    out_dir, arch = Path(outcome.out_dir), outcome.config.arch
+    for name in ARTIFACTS:
+        if (out_dir / name).exists():
+            tracking.log_artifact(run_id, out_dir / name)
+    tracking.log_metrics(run_id, _loggable(key_metrics), step=outcome.best_epoch)
+    model_uri = log_model(run_id, outcome.best_checkpoint, arch)
+    registered = tracking.register_model(
+        run_id, arch, model_uri, key_metrics, champion_eligible=champion_eligible
+    )
+    tracking.end_run(run_id, "FINISHED")
+    return registered

@@ -7,7 +7,6 @@ geometry after training (lesion-wise Dice decides the registry's ``champion``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,12 +14,13 @@ from bmcore import imaging
 from bmcore.config import get_settings
 from bmcore.data.dataset import CachedCase, prepare_case
 from bmcore.data.split import lesion_free_patients, save_split, split_studies
-from bmcore.evaluation import evaluate_studies
+from bmcore.evaluation.evaluate import evaluate_studies
+from bmcore.experiments.request import Progress, TrainRequest
 from bmcore.inference import load_predictor
 from bmcore.training import distributed
-from bmcore.training.loop import EpochCallback, TrainConfig, TrainResult, build_training_parts, fit
-
-Progress = Callable[[float, str], None]
+from bmcore.training.config import TrainConfig
+from bmcore.training.loop import TrainResult, fit
+from bmcore.training.parts import TrainingParts, build_training_parts
 
 
 @dataclass
@@ -87,52 +87,28 @@ class RunOutcome:
     validation: dict | None
 
 
-def train_run(
-    data_dir: str | Path,
-    config: TrainConfig,
-    out_dir: str | Path,
-    resume: bool = False,
-    callbacks: list[EpochCallback] = (),
-    should_stop: Callable[[], bool] | None = None,
-    progress: Progress | None = None,
-    split_seed: int = 0,
-    show_progress: bool = True,
-    prepared: PreparedData | None = None,
-    split: dict | None = None,
-) -> RunOutcome:
-    """Train ``config.arch`` on ``data_dir``; saves the split and checkpoints in ``out_dir``.
+def train_run(request: TrainRequest) -> RunOutcome:
+    """Train ``request.config.arch`` on ``request.data``; saves the split and checkpoints in its ``out_dir``.
 
-    ``split``: an explicit split (as split.json; e.g. a cross-validation fold) instead of ``split_seed``'s.
     Under ``torchrun`` every process trains its share (see :mod:`bmcore.training.distributed`); rank 0 alone
     writes the split and scores the validation studies, and the others return without ``validation``.
+    ``request.tracking`` is not looked at here (see :func:`bmcore.experiments.tracked.tracked_train`).
     """
-    out_dir = Path(out_dir)
+    config = request.config
+    out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with distributed.process_group(config.device) as (rank, _):
-        if rank.distributed and prepared is None:  # the processes fill the cache together, then read it
-            error = None
-            try:
-                prepare_data(data_dir, config, split_seed, split=split, shard=(rank.rank, rank.world_size))
-            except Exception as exc:  # every rank stops with the message, none waits for a failed one
-                error = exc
-            distributed.raise_if_any_failed(error)
-        prepared = prepared or prepare_data(
-            data_dir,
-            config,
-            split_seed,
-            progress=(lambda f, m: progress(0.1 * f, m)) if progress else None,
-            split=split,
-        )
+        prepared = _prepared_data(request, rank)
         if rank.is_main:
             save_split(prepared.split, out_dir / "split.json")
         parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)
-        result = _fit(parts, config, out_dir, callbacks, resume, should_stop, progress, show_progress)
+        result = _fit(parts, request, out_dir)
     validation = None
     if prepared.val_refs and rank.is_main:
-        if progress:
-            progress(0.9, "scoring validation studies")
+        if request.progress:
+            request.progress(0.9, "scoring validation studies")
         predictor = load_predictor(result.best_checkpoint, device=config.device)
-        validation = evaluate_studies(predictor, prepared.val_refs, should_stop=should_stop)
+        validation = evaluate_studies(predictor, prepared.val_refs, should_stop=request.should_stop)
     return RunOutcome(
         config,
         out_dir,
@@ -145,8 +121,26 @@ def train_run(
     )
 
 
-def _fit(parts, config, out_dir, callbacks, resume, should_stop, progress, show_progress) -> TrainResult:
+def _prepared_data(request: TrainRequest, rank: distributed.Rank) -> PreparedData:
+    """The request's prepared studies, else split and cached now (0 % .. 10 % of the job)."""
+    if request.prepared is not None:
+        return request.prepared
+    data, config, split_seed, split = request.data, request.config, request.split_seed, request.split
+    if rank.distributed:  # the processes fill the cache together, then read it
+        error = None
+        try:
+            prepare_data(data, config, split_seed, split=split, shard=(rank.rank, rank.world_size))
+        except Exception as exc:  # every rank stops with the message, none waits for a failed one
+            error = exc
+        distributed.raise_if_any_failed(error)
+    progress = request.progress
+    scaled = (lambda share, message: progress(0.1 * share, message)) if progress else None
+    return prepare_data(data, config, split_seed, progress=scaled, split=split)
+
+
+def _fit(parts: TrainingParts, request: TrainRequest, out_dir: Path) -> TrainResult:
     """:func:`fit` with the job's progress reported per batch (10 % .. 90 % of the job)."""
+    config, progress = request.config, request.progress
 
     def on_batch(epoch: int, index: int, total: int) -> None:
         if progress and (index == total or index % 10 == 0):
@@ -157,10 +151,10 @@ def _fit(parts, config, out_dir, callbacks, resume, should_stop, progress, show_
         parts,
         config,
         out_dir,
-        callbacks=list(callbacks),
-        resume=resume,
-        should_stop=should_stop,
-        progress=show_progress,
+        callbacks=list(request.callbacks),
+        resume=request.resume,
+        should_stop=request.should_stop,
+        progress=request.show_progress,
         on_batch=on_batch,
     )
 

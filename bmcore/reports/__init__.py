@@ -1,0 +1,2 @@
+"""Reports: the cohort overview (``cohort``, torch-free), training curves and overlays (``plots``) and
+markdown tables (``tables``)."""

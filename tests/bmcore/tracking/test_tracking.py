@@ -19,6 +19,7 @@ import torch
 from bmcore import tracking
 from bmcore.config import Settings, get_settings
 from bmcore.models import build_model, load_checkpoint, save_checkpoint
+from bmcore.tracking.logged_model import log_model
 
 TINY_UNET = {"base_channels": 4, "depth": 2}
 
@@ -66,7 +67,7 @@ def unet_versions(store, experiment) -> list[dict]:
         path, model = _checkpoint(store.data_dir / f"train-{seed}" / "best.pt", seed)
         run_id = tracking.start_run(experiment, f"train-unet-{seed}", {"arch": "unet", "seed": seed})
         tracking.log_metrics(run_id, {"val_lesion_dice": dice}, step=3)
-        model_uri = tracking.log_model(run_id, path, "unet")
+        model_uri = log_model(run_id, path, "unet")
         registered = tracking.register_model(
             run_id, "unet", model_uri, {"val_lesion_dice": dice, "best_epoch": 3, "val_dice_ET": None}
         )
@@ -79,7 +80,7 @@ def test_experiment_is_created_once_and_reused(store, experiment):
     name = tracking.experiment_name_for(store.data_dir / "data-main")
     assert name == "bmseg/data-main"
     assert tracking.get_or_create_experiment(name) == experiment
-    location = tracking._client().get_experiment(experiment).artifact_location
+    location = tracking.mlflow_client().get_experiment(experiment).artifact_location
     assert Path(location.removeprefix("file://")) == Path(store.mlflow_artifact_root) / "bmseg" / "data-main"
 
 
@@ -133,7 +134,7 @@ def test_run_logs_params_and_per_epoch_metrics(store, experiment):
     tracking.end_run(run_id, "KILLED")
     tracking.end_run(parent)
 
-    client = tracking._client()
+    client = tracking.mlflow_client()
     history = client.get_metric_history(run_id, "loss")
     assert [(point.step, point.value) for point in history] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
     run = client.get_run(run_id)
@@ -174,7 +175,7 @@ def test_a_cross_validation_fold_never_takes_champion_on_its_own(store, experime
     path = store.data_dir / "fold-0" / "best.pt"
     save_checkpoint(path, build_model("fcn", base_channels=4).eval(), "fcn", {"epoch": 1})
     run_id = tracking.start_run(experiment, "crossval-fold-0", {"arch": "fcn"})
-    model_uri = tracking.log_model(run_id, path, "fcn")
+    model_uri = log_model(run_id, path, "fcn")
     registered = tracking.register_model(
         run_id, "fcn", model_uri, {"val_lesion_dice": 0.99}, champion_eligible=False
     )
@@ -192,7 +193,7 @@ def test_model_is_logged_to_the_run_without_an_active_run(unet_versions, experim
 
     assert mlflow.active_run() is None
     first = unet_versions[0]
-    logged = tracking._client().get_logged_model(first["model_uri"].removeprefix("models:/"))
+    logged = tracking.mlflow_client().get_logged_model(first["model_uri"].removeprefix("models:/"))
     assert logged.experiment_id == experiment
     assert logged.source_run_id == first["run_id"]
     assert logged.name == "model"
@@ -254,7 +255,7 @@ def test_log_model_refuses_a_checkpoint_of_another_arch(store, experiment, tmp_p
     path, _ = _checkpoint(tmp_path / "best.pt", seed=0)
     run_id = tracking.start_run(experiment, "wrong-arch", {})
     with pytest.raises(ValueError, match="not 'cnn'"):
-        tracking.log_model(run_id, path, "cnn")
+        log_model(run_id, path, "cnn")
     tracking.end_run(run_id, "FAILED")
 
 
@@ -283,7 +284,7 @@ def test_helpers():
 
 def test_import_leaves_torch_and_mlflow_unloaded():
     code = "import sys, bmcore.tracking; print(sorted({'torch', 'mlflow'} & set(sys.modules)))"
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )

@@ -1,0 +1,176 @@
+"""The model registry: logged models, registered versions, the ``champion`` alias, and resolving a model.
+
+Three registered models, ``bmseg-unet``, ``bmseg-cnn`` and ``bmseg-fcn``; the alias ``champion`` points
+at the version with the best validation lesion-wise Dice (``val_lesion_dice``). Stages are deprecated in
+MLflow 3 and unused.
+
+A registered version's model is logged by :func:`bmcore.tracking.logged_model.log_model`; its bmseg
+checkpoint (``extra_files/bmseg-checkpoint.pt``) is what :func:`resolve_model` hands to
+``load_checkpoint``. Torch-free; mlflow is imported inside the functions (the web imports this module).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bmcore.config import Settings, get_settings
+from bmcore.tracking.client import already_exists, error_code, import_mlflow, is_missing, mlflow_client
+from bmcore.training.config import ARCHS
+
+CHAMPION_ALIAS = "champion"
+CHAMPION_METRIC = "val_lesion_dice"
+CHECKPOINT_FILE = "bmseg-checkpoint.pt"
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+# ------------------------------------------------------------------------------ registered models
+
+
+def registered_model_name(arch: str) -> str:
+    """``bmseg-unet``, ``bmseg-cnn`` or ``bmseg-fcn``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown model {arch!r}; valid names: {', '.join(ARCHS)}")
+    return f"bmseg-{arch}"
+
+
+def register_model(
+    run_id: str, arch: str, model_uri: str, metrics: dict[str, Any], champion_eligible: bool = True
+) -> dict[str, Any]:
+    """Register ``model_uri`` as a new version of ``bmseg-<arch>``, its metrics as version tags.
+
+    The alias ``champion`` moves to the new version when there is no champion yet or when its
+    ``val_lesion_dice`` beats the champion's (a version without that figure never dethrones one
+    that has it). A version registered with ``champion_eligible`` false (a cross-validation fold,
+    tagged ``champion_eligible=false``) never takes it on its own; ``set_champion`` still can.
+    Returns ``{"name", "version", "champion"}``.
+    """
+    name = registered_model_name(arch)
+    client = mlflow_client()
+    try:
+        description = f"bmseg {arch} segmentation models; alias {CHAMPION_ALIAS!r} = best {CHAMPION_METRIC}"
+        client.create_registered_model(name, description=description)
+    except Exception as error:
+        if not already_exists(error):
+            raise
+    tags = {key: text for key, value in metrics.items() if (text := _tag_number(value)) is not None}
+    tags["arch"] = arch
+    if not champion_eligible:
+        tags["champion_eligible"] = "false"
+    model_id = model_uri.removeprefix("models:/") if re.fullmatch(r"models:/m-[0-9a-f]+", model_uri) else None
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+
+    score = finite(metrics.get(CHAMPION_METRIC))
+    current = (client.get_registered_model(name).aliases or {}).get(CHAMPION_ALIAS)
+    if current is not None:
+        current_score = finite(client.get_model_version(name, str(current)).tags.get(CHAMPION_METRIC))
+    champion = champion_eligible and (
+        current is None or (score is not None and (current_score is None or score > current_score))
+    )
+    if champion:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
+    return {"name": name, "version": int(version.version), "champion": champion}
+
+
+def set_champion(name: str, version: int | str) -> None:
+    """Point ``name``'s ``champion`` alias at ``version`` (e.g. a sweep's best child, on request)."""
+    mlflow_client().set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+
+
+def _tag_number(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    number = finite(value)
+    return None if number is None else repr(number)
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (text, NaN, infinity, missing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# -------------------------------------------------------------------------------- resolving models
+
+
+def resolve_model(ref: str | os.PathLike[str]) -> Path:
+    """The local checkpoint file behind ``ref``: a checkpoint path, or ``models:/<name>@<alias>`` /
+    ``models:/<name>/<version>`` (``latest`` is allowed as a version).
+
+    Registry checkpoints are cached in ``<data_dir>/models/<name>/<version>/``. Raises
+    ``FileNotFoundError`` for a missing path and ``LookupError`` for an unknown model, alias or version.
+    """
+    text = os.fspath(ref)
+    if not text.startswith("models:/"):
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"model {text}: no such checkpoint file")
+        return path
+    match = _REGISTRY_URI.match(text)
+    if match is None:
+        raise LookupError(f"{text} is not a registry URI (models:/bmseg-unet@champion, models:/bmseg-unet/3)")
+    settings = get_settings()
+    version = _find_version(settings, match, text)
+    name = match["name"]
+    folder = settings.data_dir / "models" / name / str(version.version)
+    checkpoint = folder / CHECKPOINT_FILE
+    origin = {"run_id": version.run_id, "source": version.source}
+    marker = folder / "origin.json"
+    if checkpoint.is_file() and marker.is_file() and json.loads(marker.read_text()) == origin:
+        return checkpoint
+    _download_checkpoint(settings, name, str(version.version), folder)
+    marker.write_text(json.dumps(origin))
+    return checkpoint
+
+
+def _find_version(settings: Settings, match: re.Match[str], text: str) -> Any:
+    """The registered version a parsed ``models:/`` URI names; ``LookupError`` when there is none."""
+    client = mlflow_client(settings)
+    name = match["name"]
+    try:
+        if match["alias"]:
+            return client.get_model_version_by_alias(name, match["alias"])
+        if match["version"] == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise LookupError(f"no model version for {text}")
+            return max(versions, key=lambda candidate: int(candidate.version))
+        if match["version"].isdigit():
+            return client.get_model_version(name, match["version"])
+        raise LookupError(f"no model version for {text} (a version is a number, or use @alias)")
+    except LookupError:
+        raise
+    except Exception as error:
+        if is_missing(error) or error_code(error) == "INVALID_PARAMETER_VALUE":
+            raise LookupError(f"no model version for {text}") from None
+        raise
+
+
+def _download_checkpoint(settings: Settings, name: str, version: str, folder: Path) -> None:
+    """Fetch the version's checkpoint into ``folder`` atomically (safe when several workers race)."""
+    import_mlflow()
+    import mlflow.artifacts  # lazy: keeps mlflow out of the web process
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch:
+        uri = settings.mlflow_tracking_uri
+        try:
+            downloaded = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}/extra_files/{CHECKPOINT_FILE}",
+                dst_path=scratch,
+                tracking_uri=uri,
+                registry_uri=uri,
+            )
+        except Exception as error:
+            raise LookupError(
+                f"models:/{name}/{version} holds no bmseg checkpoint (extra_files/{CHECKPOINT_FILE}): {error}"
+            ) from None
+        os.replace(downloaded, folder / CHECKPOINT_FILE)
