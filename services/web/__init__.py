@@ -12,14 +12,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+import redis
+from flask import Flask, current_app, jsonify, render_template, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from bmcore.config import get_settings
 from bmcore.db import init_db
-from services.web.auth import csrf_token, current_user
+from services.web import api, dashboard
+from services.web.auth import current_user, init_csrf
 from services.web.common import WebError, close_db, db
+from services.web.throttle import init_sign_in_limit
 from services.web.uploads import purge_stale_incoming
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
@@ -60,12 +63,12 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     init_db(app.config["DATABASE_URL"])
     purge_stale_incoming(app.config["UPLOADS_DIR"])
 
-    from services.web import api, dashboard
-
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(api.bp)
+    init_csrf(app, api.bp)
+    init_sign_in_limit(app)
     app.teardown_appcontext(close_db)
-    app.jinja_env.globals.update(csrf_token=csrf_token, current_user=current_user)
+    app.jinja_env.globals.update(current_user=current_user)
     app.add_url_rule("/healthz", "healthz", healthz)
     _register_error_handlers(app)
     app.after_request(_security_headers)
@@ -74,8 +77,6 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
 
 def healthz():
     """Open: is the database reachable, is Redis reachable? 200 when both are, else 503."""
-    from flask import current_app
-
     checks: dict[str, str] = {}
     try:
         db().execute(text("SELECT 1"))
@@ -83,8 +84,6 @@ def healthz():
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        import redis
-
         client = redis.Redis.from_url(
             current_app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=1
         )

@@ -1,6 +1,6 @@
 """The JSON API under ``/api/v1`` (bearer-token auth on every route). Thin views: validate, write a row,
-queue by task name
-through :mod:`bmcore.jobs.lifecycle`, return. Errors are ``{"error": "..."}`` with a 4xx/5xx."""
+queue by task name through :mod:`bmcore.jobs.lifecycle`, return. Errors are ``{"error": "..."}`` with a
+4xx/5xx. Each view's docstring and :func:`~services.web.openapi.documented` make its OpenAPI entry."""
 
 from __future__ import annotations
 
@@ -9,37 +9,35 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
-from bmcore.db import JOB_STATUSES, JOB_TYPES, Study
-from bmcore.jobs.lifecycle import JobParamsError, QueueUnavailable, job_to_dict, list_jobs, submit_job
+from bmcore.db import JOB_STATUSES, JOB_TYPES
+from bmcore.jobs.errors import JobParamsError, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
-from bmcore.patients import apply_patient_update, patient_to_dict, validate_patient_update
-from services.web.auth import load_api_user
-from services.web.common import (
-    WebError,
+from bmcore.jobs.lifecycle import submit_job
+from bmcore.jobs.search import job_to_dict
+from bmcore.patients import apply_patient_update, validate_patient_update
+from services.web import reports, schemas
+from services.web.access import (
     artifact_file,
-    db,
-    job_detail,
-    prepare_job,
-    study_to_dict,
+    check_can_edit_patient,
     visible_job,
+    visible_jobs,
+    visible_patient,
+    visible_patients,
     visible_studies,
     visible_study,
 )
-from services.web.dashboard import (
-    can_edit_patient,
-    cohort_summary,
-    patient_studies,
-    seed_argument,
-    visible_patient,
-    visible_patients,
-)
-from services.web.openapi import openapi_document
+from services.web.auth import load_api_user
+from services.web.common import WebError, db
+from services.web.job_requests import prepare_job
+from services.web.openapi import documented, openapi_document
+from services.web.serialize import job_detail, patient_detail, patient_summary, study_to_dict
 from services.web.uploads import store_study_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(load_api_user)
 
-MAX_LIST_LIMIT = 500
+MAX_LIST_LIMIT = schemas.MAX_LIST_LIMIT
+NOT_JSON = "the body is not application/json"
 
 
 def _json_body() -> Any:
@@ -55,33 +53,57 @@ def _json_body() -> Any:
 
 
 def _limit() -> int:
-    text = request.args.get("limit", "100")
+    text = request.args.get("limit", str(schemas.DEFAULT_LIST_LIMIT))
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
         raise WebError(400, f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
     return int(text)
 
 
-def registry_models() -> list[dict[str, Any]]:
-    """The registry overview; imported lazily (MLflow is slow to import and the page is optional)."""
-    from bmcore import tracking
-
-    return tracking.registry_overview()
+def _created(body: dict[str, Any], status: int, location: str):
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Location"] = location
+    return response
 
 
 @bp.get("/me")
+@documented("me", (200, schemas.Me, "the user"))
 def me():
+    """The token's user"""
     user = g.user
     return jsonify(id=user.id, email=user.email, is_admin=bool(user.is_admin))
 
 
+# ------------------------------------------------------------------------------------------ studies
+
+
 @bp.get("/studies")
+@documented("listStudies", (200, schemas.StudyList, "studies"), {400: None}, query=schemas.ListQuery)
 def list_studies():
+    """Studies you can see, newest first"""
     studies = visible_studies(db(), g.user, limit=_limit())
     return jsonify(studies=[study_to_dict(study) for study in studies])
 
 
 @bp.post("/studies")
+@documented(
+    "uploadStudy",
+    (201, schemas.Study, "the stored study"),
+    {
+        400: None,
+        409: "a study with this study_uid exists",
+        413: "the upload is larger than the server accepts",
+        415: "not multipart/form-data, or a file is not NIfTI",
+    },
+    form=schemas.StudyUpload,
+)
 def upload_study():
+    """Upload a study (four NIfTI modalities, optional label)
+
+    Every file is checked (NIfTI header first, 3D, voxel limit, bounded gzip expansion, matching shapes
+    and affines, no NaN, not all zero, labels 0..3) and stored with its free-text header fields cleared.
+    On any failure nothing is stored.
+    """
     if request.mimetype != "multipart/form-data":
         raise WebError(
             415, "upload a study as multipart/form-data (fields patient_id, study_uid; files t1...)"
@@ -96,32 +118,47 @@ def upload_study():
         config["UPLOADS_DIR"],
         config["MAX_VOXELS"],
     )
-    response = jsonify(study_to_dict(study))
-    response.status_code = 201
-    response.headers["Location"] = url_for("api.get_study", study_id=study.id)
-    return response
+    return _created(study_to_dict(study), 201, url_for("api.get_study", study_id=study.id))
 
 
 @bp.get("/studies/<int:study_id>")
+@documented("getStudy", (200, schemas.Study, "the study"), {403: None, 404: None})
 def get_study(study_id: int):
-    study: Study = visible_study(db(), g.user, study_id)
-    return jsonify(study_to_dict(study))
+    """One study"""
+    return jsonify(study_to_dict(visible_study(db(), g.user, study_id)))
+
+
+# ------------------------------------------------------------------------------------------ jobs
 
 
 @bp.get("/jobs")
+@documented("listJobs", (200, schemas.JobList, "jobs"), {400: None}, query=schemas.JobListQuery)
 def list_jobs_view():
+    """Jobs, newest first (yours; an admin sees all)"""
     status, job_type = request.args.get("status"), request.args.get("type")
     if status is not None and status not in JOB_STATUSES:
         raise WebError(400, f"status must be one of {', '.join(JOB_STATUSES)}")
     if job_type is not None and job_type not in JOB_TYPES:
         raise WebError(400, f"type must be one of {', '.join(JOB_TYPES)}")
-    owner = None if g.user.is_admin else g.user.id
-    jobs = list_jobs(db(), status=status, type=job_type, owner_id=owner, limit=_limit())
+    jobs = visible_jobs(db(), g.user, status=status, job_type=job_type, limit=_limit())
     return jsonify(jobs=[job_to_dict(job) for job in jobs])
 
 
 @bp.post("/jobs")
+@documented(
+    "submitJob",
+    (202, schemas.JobQueued, "queued; follow status_url"),
+    {
+        400: None,
+        403: None,
+        404: "unknown study_id",
+        415: NOT_JSON,
+        503: "the queue is unavailable; the job was recorded as failed",
+    },
+    json=schemas.JobRequest,
+)
 def submit():
+    """Queue a train, evaluate, segment, sweep or crossval job"""
     session = db()
     job_type, params, study_id = prepare_job(session, g.user, _json_body())
     try:
@@ -133,38 +170,45 @@ def submit():
         response.status_code = 503
         return response
     status_url = url_for("api.get_job", job_id=job.id)
-    response = jsonify(job_to_dict(job) | {"status_url": status_url})
-    response.status_code = 202
-    response.headers["Location"] = status_url
-    return response
+    return _created(job_to_dict(job) | {"status_url": status_url}, 202, status_url)
 
 
 @bp.get("/jobs/<job_id>")
+@documented("getJob", (200, schemas.JobDetail, "the job"), {403: None, 404: None})
 def get_job(job_id: str):
+    """A job: status, progress, result (metrics, artifact names), last 50 events"""
     session = db()
     job = visible_job(session, g.user, job_id)
     return jsonify(job_detail(session, job, current_app.config["MLFLOW_UI_URL"]))
 
 
 @bp.post("/jobs/<job_id>/cancel")
+@documented("cancelJob", (200, schemas.Job, "the job after the request"), {403: None, 404: None})
 def cancel_job(job_id: str):
+    """Cancel a job (at once when queued, between steps when running)"""
     session = db()
     visible_job(session, g.user, job_id)
-    job = request_cancel(session, job_id)
-    return jsonify(job_to_dict(job))
+    return jsonify(job_to_dict(request_cancel(session, job_id)))
 
 
 @bp.get("/jobs/<job_id>/artifacts/<name>")
+@documented("downloadArtifact", (200, None, "the file"), {403: None, 404: None})
 def download_artifact(job_id: str, name: str):
+    """Download one of a job's artifacts (names as listed in its result)"""
     job = visible_job(db(), g.user, job_id)
     path = artifact_file(job, name, current_app.config["RESULTS_DIR"])
     return send_file(path, as_attachment=True, download_name=path.name)
 
 
+# ------------------------------------------------------------------------------- models, patients, cohort
+
+
 @bp.get("/models")
+@documented("listModels", (200, schemas.ModelList, "registered models"), {503: "the registry is unavailable"})
 def models():
+    """The model registry: bmseg-unet, -cnn and -fcn with versions and aliases"""
     try:
-        overview = registry_models()
+        overview = reports.registry_models()
     except Exception as exc:  # MLflow down, misconfigured or not installed: the rest of the API lives on
         current_app.logger.warning("model registry unavailable: %s", exc)
         raise WebError(503, f"registry unavailable: {type(exc).__name__}: {exc}") from None
@@ -172,51 +216,54 @@ def models():
 
 
 @bp.get("/patients")
+@documented("listPatients", (200, schemas.PatientList, "patients"), {400: None}, query=schemas.ListQuery)
 def list_patients():
-    user = g.user
-    patients = visible_patients(db(), user, limit=_limit())
-    return jsonify(
-        patients=[
-            patient_to_dict(patient)
-            | {"studies": sum(1 for s in patient.studies if user.is_admin or s.owner_id == user.id)}
-            for patient in patients
-        ]
-    )
-
-
-def _patient_detail(patient) -> dict[str, Any]:
-    studies = [study_to_dict(study) for study in patient_studies(g.user, patient)]
-    return patient_to_dict(patient, studies) | {"can_edit": can_edit_patient(g.user, patient)}
+    """Patients you can see (an admin sees all), by pseudonym"""
+    patients = visible_patients(db(), g.user, limit=_limit())
+    return jsonify(patients=[patient_summary(g.user, patient) for patient in patients])
 
 
 @bp.get("/patients/<int:patient_id>")
+@documented("getPatient", (200, schemas.PatientDetail, "the patient"), {403: None, 404: None})
 def get_patient(patient_id: int):
-    return jsonify(_patient_detail(visible_patient(db(), g.user, patient_id)))
+    """One patient with its studies"""
+    return jsonify(patient_detail(g.user, visible_patient(db(), g.user, patient_id)))
 
 
 @bp.patch("/patients/<int:patient_id>")
+@documented(
+    "updatePatient",
+    (200, schemas.PatientDetail, "the patient after the edit"),
+    {400: None, 403: None, 404: None, 415: NOT_JSON},
+    json=schemas.PatientUpdate,
+)
 def update_patient(patient_id: int):
+    """Edit a patient's primary cancer and clinical fields
+
+    Admins edit any patient; a user edits a patient whose studies are all theirs.
+    """
     session = db()
     patient = visible_patient(session, g.user, patient_id)
-    if not can_edit_patient(g.user, patient):
-        raise WebError(
-            403, f"patient {patient.pseudonym} has studies of other users; only an admin may edit it"
-        )
+    check_can_edit_patient(g.user, patient, "only an admin may edit it")
     try:
         primary, primary_given, clinical = validate_patient_update(_json_body())
     except ValueError as exc:
         raise WebError(400, str(exc)) from None
     apply_patient_update(patient, primary, primary_given, clinical)
     session.commit()
-    return jsonify(_patient_detail(patient))
+    return jsonify(patient_detail(g.user, patient))
 
 
 @bp.get("/cohort")
+@documented("getCohort", (200, schemas.CohortSummary, "the summary"), {400: None}, query=schemas.CohortQuery)
 def cohort():
-    summary, _ = cohort_summary(g.user, seed_argument())
+    """The cohort summary of the studies you can see (computed once, then cached)"""
+    summary, _ = reports.cohort_summary(g.user, reports.seed_argument())
     return jsonify(summary)
 
 
 @bp.get("/openapi.json")
+@documented("openapi", (200, schemas.OpenAPIDocument, "OpenAPI 3.1"))
 def openapi():
+    """This document"""
     return jsonify(openapi_document())

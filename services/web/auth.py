@@ -1,73 +1,57 @@
 """Who is asking: dashboard sessions (cookie, CSRF token per session) and API bearer tokens.
 
 Dashboard: a signed Flask session cookie (HttpOnly, SameSite=Lax) carries the user id; every POST must
-echo the session's CSRF token in the form field ``csrf_token`` (or the ``X-CSRF-Token`` header).
+echo the session's CSRF token (flask-wtf's ``CSRFProtect``) in the form field ``csrf_token`` or the
+``X-CSRF-Token`` header. The check runs in :func:`load_dashboard_user`, after strangers were sent to the
+sign-in page; the API, on bearer tokens, is exempt. Sign-in attempts are throttled by
+:mod:`services.web.throttle`.
 API: ``Authorization: Bearer <token>``, checked against ``ApiToken.token_hash`` (sha256).
-
-Sign-in is rate-limited: ``settings.sign_in_max_failures`` failed attempts for one e-mail from one client
-address within ``settings.sign_in_window_seconds`` lock that pair out (HTTP 429, ``Retry-After``) until
-the window ends, whatever password comes next; a successful sign-in clears the count. The counters live
-in Redis under a sha256 of e-mail and address (no e-mail stored in clear). When Redis is down, sign-in
-still works, unthrottled, and the web log says so.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import math
-import secrets
-import threading
 from urllib.parse import urlsplit
 
-from flask import (
-    after_this_request,
-    current_app,
-    g,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import Blueprint, Flask, g, jsonify, redirect, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import BadRequest
 
-from bmcore.accounts import normalize_email, verify_token
-from bmcore.config import get_settings
+from bmcore.accounts import verify_token
 from bmcore.db import User
 from services.web.common import db
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+CSRF_REFUSED = "the form has expired or did not come from this site; reload the page and try again"
 # Dashboard endpoints reachable without a session.
 SIGN_IN_ENDPOINT = "dashboard.sign_in"
 PUBLIC_DASHBOARD_ENDPOINTS = frozenset({SIGN_IN_ENDPOINT})
-SIGN_IN_KEY_PREFIX = "bmseg:sign-in-failures:"
+
+csrf = CSRFProtect()
+
+
+def init_csrf(app: Flask, api: Blueprint) -> None:
+    """CSRF tokens for the dashboard's forms: one per session, valid as long as the session, checked
+    where :func:`load_dashboard_user` says (not on every view by default); the ``api`` is exempt."""
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
+    app.config.setdefault("WTF_CSRF_FIELD_NAME", CSRF_FIELD)
+    app.config.setdefault("WTF_CSRF_HEADERS", [CSRF_HEADER])
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.config.setdefault("WTF_CSRF_SSL_STRICT", False)
+    csrf.init_app(app)  # also the Jinja global csrf_token()
+    csrf.exempt(api)
 
 
 def current_user() -> User | None:
     return g.get("user")
 
 
-def csrf_token() -> str:
-    """The session's CSRF token, created on first use (also a Jinja global)."""
-    token = session.get(CSRF_FIELD)
-    if not token:
-        token = secrets.token_urlsafe(32)
-        session[CSRF_FIELD] = token
-    return token
-
-
 def check_csrf() -> None:
-    """Refuse a state-changing request whose form field or header does not echo the session's token."""
-    expected = session.get(CSRF_FIELD)
+    """Refuse (400) a state-changing request whose form field or header does not echo the session's token."""
     try:
-        sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, "")
-    except BadRequest:
-        sent = ""
-    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
-        raise BadRequest("the form has expired or did not come from this site; reload the page and try again")
+        csrf.protect()
+    except CSRFError:
+        raise BadRequest(CSRF_REFUSED) from None
 
 
 def sign_in_user(user: User) -> None:
@@ -75,7 +59,7 @@ def sign_in_user(user: User) -> None:
     session.clear()
     session.permanent = True
     session["user_id"] = user.id
-    session[CSRF_FIELD] = secrets.token_urlsafe(32)
+    g.pop(CSRF_FIELD, None)  # the next page gets a new CSRF token
 
 
 def sign_out_user() -> None:
@@ -100,15 +84,15 @@ def safe_next(target: str | None) -> str | None:
 
 def load_dashboard_user():
     """Dashboard ``before_request``: load the session's user; send strangers to the sign-in page;
-    check the CSRF token of every POST."""
+    check the CSRF token of every POST (of the sign-in form too)."""
     user_id = session.get("user_id")
     user = db().get(User, user_id) if isinstance(user_id, int) else None
     if user_id is not None and user is None:
         session.clear()  # the account was deleted
     g.user = user
     if request.endpoint == SIGN_IN_ENDPOINT and request.method == "POST":
-        check_csrf()
-        return throttle_sign_in()
+        check_csrf()  # then the view, behind the sign-in limit
+        return None
     if user is None and request.endpoint not in PUBLIC_DASHBOARD_ENDPOINTS:
         if request.path.endswith((".json", ".png")):
             return jsonify(error="sign in first"), 401
@@ -116,81 +100,6 @@ def load_dashboard_user():
         return redirect(url_for("dashboard.sign_in", next=next_path))
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         check_csrf()
-    return None
-
-
-# ------------------------------------------------------------------------------------------ sign-in limit
-
-_redis_clients: dict[str, object] = {}
-_redis_lock = threading.Lock()
-
-
-def _limiter_redis():
-    import redis
-
-    url = current_app.config["REDIS_URL"]
-    with _redis_lock:
-        client = _redis_clients.get(url)
-        if client is None:
-            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-            _redis_clients[url] = client
-        return client
-
-
-def _sign_in_limits() -> tuple[int, int]:
-    settings = get_settings()
-    config = current_app.config
-    return (
-        int(config.get("SIGN_IN_MAX_FAILURES", settings.sign_in_max_failures)),
-        int(config.get("SIGN_IN_WINDOW_SECONDS", settings.sign_in_window_seconds)),
-    )
-
-
-def sign_in_key(email: str, address: str | None) -> str:
-    """The Redis key counting failed sign-ins of ``email`` from ``address`` (hashed: no e-mail in Redis)."""
-    who = f"{normalize_email(email)}|{address or '-'}"
-    return SIGN_IN_KEY_PREFIX + hashlib.sha256(who.encode("utf-8")).hexdigest()
-
-
-def throttle_sign_in():
-    """Before a sign-in POST: 429 when this e-mail and address used up their failures; otherwise count
-    the outcome (a 401 adds one failure, a successful sign-in clears them) once the view has answered."""
-    import redis
-
-    limit, window = _sign_in_limits()
-    key = sign_in_key(request.form.get("email", ""), request.remote_addr)
-    client = _limiter_redis()
-    try:
-        failures, ttl = client.pipeline().get(key).ttl(key).execute()
-    except redis.RedisError as exc:
-        current_app.logger.warning("sign-in rate limit not enforced, Redis unavailable: %s", exc)
-        return None
-    if int(failures or 0) >= limit:
-        wait = int(ttl) if ttl and int(ttl) > 0 else window
-        minutes = max(1, math.ceil(wait / 60))
-        message = (
-            f"Too many failed sign-in attempts for this e-mail address; "
-            f"try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        )
-        page = render_template(
-            "sign_in.html",
-            next=safe_next(request.values.get("next")),
-            email=request.form.get("email", "").strip(),
-            error=message,
-        )
-        return page, 429, {"Retry-After": str(wait)}
-
-    @after_this_request
-    def count_outcome(response):
-        try:
-            if response.status_code == 401:
-                client.pipeline().set(key, 0, ex=window, nx=True).incr(key).execute()
-            elif response.status_code in (302, 303):
-                client.delete(key)
-        except redis.RedisError as exc:
-            current_app.logger.warning("sign-in rate limit not updated, Redis unavailable: %s", exc)
-        return response
-
     return None
 
 

@@ -5,7 +5,7 @@ Nothing the client sends is trusted:
 * the request size is capped by Flask (``MAX_CONTENT_LENGTH`` = ``settings.max_upload_bytes`` → 413);
 * client file names are never used: each file is stored under a name derived from its form field;
 * each NIfTI header is read before any voxel data: a gzip stream is expanded with a cap of the size its
-  header implies plus 1 MB (a gzip bomb stops there), and ``read_header`` refuses non-NIfTI, non-3D and
+  header implies plus 1 MB (a gzip bomb stops there), and ``peek_header`` refuses non-NIfTI, non-3D and
   oversized arrays (``settings.max_voxels``);
 * files are stored with their free-text header fields cleared (``sanitize_nifti_file``: names, notes);
 * the four modalities must share shape and affine, and ``load_study`` checks NaN, all-zero volumes and
@@ -20,19 +20,19 @@ Stored layout (BraTS-like, so ``bmcore.imaging.find_studies`` reads it)::
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +48,7 @@ from bmcore.imaging import (
     sanitize_nifti_file,
     study_from_dir,
 )
+from bmcore.imaging.header import GZIP_MAGIC, PEEK_BYTES, HeaderError, peek_header
 from services.web.common import WebError
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,8 @@ ALLOWED_FILE_TYPES = frozenset(
         "application/vnd.unknown.nifti-1",
     }
 )
-GZIP_MAGIC = b"\x1f\x8b"
 GZIP_SLACK_BYTES = 1 << 20  # a gzip stream may expand to the header-implied size plus this much
 CHUNK_BYTES = 1 << 20
-NIFTI1_HEADER_BYTES = 348
-NIFTI2_HEADER_BYTES = 540
-
 
 INCOMING_PREFIX = ".incoming-"
 STALE_INCOMING_SECONDS = 6 * 3600
@@ -108,94 +105,35 @@ def purge_stale_incoming(uploads_dir: Path, max_age_seconds: float = STALE_INCOM
 def implied_nifti_bytes(head: bytes, name: str, max_voxels: int) -> int:
     """The file size a single-file NIfTI-1/2 header implies (data offset + voxels × bytes per voxel).
 
-    Reads only the fixed header fields, before nibabel sees the file; refuses what is not a single-file
-    NIfTI or claims more than ``max_voxels`` voxels.
+    Reads only the header (:func:`bmcore.imaging.header.peek_header`), before nibabel loads the file;
+    refuses what is not a single-file NIfTI or claims more than ``max_voxels`` voxels.
     """
-    if len(head) < 4:
-        raise UploadError(400, f"{name}: not a NIfTI file (too short)")
-    for endian in "<>":
-        (size,) = struct.unpack_from(endian + "i", head, 0)
-        if size in (NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES):
-            break
-    else:
-        raise UploadError(400, f"{name}: not a NIfTI file (no NIfTI header)")
-    if size == NIFTI1_HEADER_BYTES:
-        if len(head) < NIFTI1_HEADER_BYTES or head[344:348] != b"n+1\x00":
-            raise UploadError(400, f"{name}: not a single-file NIfTI-1 (.nii) image")
-        dims = struct.unpack_from(endian + "8h", head, 40)
-        (bitpix,) = struct.unpack_from(endian + "h", head, 72)
-        (offset,) = struct.unpack_from(endian + "f", head, 108)
-    else:
-        if len(head) < NIFTI2_HEADER_BYTES or head[4:8] != b"n+2\x00":
-            raise UploadError(400, f"{name}: not a single-file NIfTI-2 (.nii) image")
-        dims = struct.unpack_from(endian + "8q", head, 16)
-        (bitpix,) = struct.unpack_from(endian + "h", head, 14)
-        (offset,) = struct.unpack_from(endian + "q", head, 168)
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1 : ndim + 1]):
-        raise UploadError(400, f"{name}: invalid dimensions in the NIfTI header {dims[1 : ndim + 1]}")
-    voxels = 1
-    for d in dims[1 : ndim + 1]:
-        voxels *= int(d)
-    if voxels > max_voxels:
-        raise UploadError(400, f"{name}: header claims {voxels:,} voxels, over the limit of {max_voxels:,}")
-    if bitpix <= 0 or bitpix % 8:
-        raise UploadError(400, f"{name}: unsupported bits per voxel ({bitpix}) in the NIfTI header")
-    if not offset == offset or offset < size or offset > 1 << 30:  # NaN, or inside the header, or absurd
-        raise UploadError(400, f"{name}: invalid data offset ({offset}) in the NIfTI header")
-    return int(offset) + voxels * (bitpix // 8)
-
-
-def _gunzip_chunks(handle: BinaryIO, name: str) -> Iterator[bytes]:
-    """Decompressed pieces of at most ``CHUNK_BYTES`` of a (multi-member) gzip stream."""
-    decompressor = zlib.decompressobj(wbits=31)
-    buffer = b""
     try:
-        while True:
-            if not buffer:
-                buffer = handle.read(CHUNK_BYTES)
-                if not buffer:
-                    tail = decompressor.flush()
-                    if tail:
-                        yield tail
-                    break
-            out = decompressor.decompress(buffer, CHUNK_BYTES)
-            buffer = decompressor.unconsumed_tail
-            if out:
-                yield out
-            if decompressor.eof:
-                buffer = decompressor.unused_data + buffer
-                if not buffer.strip(b"\x00"):
-                    buffer = handle.read(CHUNK_BYTES)
-                    if not buffer.strip(b"\x00"):
-                        return
-                decompressor = zlib.decompressobj(wbits=31)
-    except zlib.error as exc:
-        raise UploadError(400, f"{name}: corrupt gzip data ({exc})") from None
-    if not decompressor.eof:
-        raise UploadError(400, f"{name}: truncated gzip file")
+        return peek_header(head, max_voxels).file_bytes
+    except HeaderError as exc:
+        raise UploadError(400, f"{name}: {exc}") from None
 
 
 def _gunzip_bounded(source: Path, target: Path, name: str, max_voxels: int) -> None:
     """Expand ``source`` into ``target``, never past the header-implied size plus ``GZIP_SLACK_BYTES``."""
-    head = b""
-    limit: int | None = None
-    written = 0
-    with source.open("rb") as src, target.open("wb") as dst:
-        for piece in _gunzip_chunks(src, name):
-            if limit is None:
-                head += piece[: NIFTI2_HEADER_BYTES - len(head)]
-                if len(head) >= NIFTI2_HEADER_BYTES or (
-                    len(head) >= NIFTI1_HEADER_BYTES and head[344:348] == b"n+1\x00"
-                ):
-                    limit = implied_nifti_bytes(head, name, max_voxels) + GZIP_SLACK_BYTES
-            written += len(piece)
-            if limit is not None and written > limit:
-                raise UploadError(400, f"{name}: gzip data expands beyond the size its NIfTI header implies")
-            dst.write(piece)
-    if limit is None:
-        implied_nifti_bytes(head, name, max_voxels)  # raises: too short for a header
-    elif written < limit - GZIP_SLACK_BYTES:
+    try:
+        with gzip.open(source, "rb") as stream, target.open("wb") as dst:
+            head = stream.read(PEEK_BYTES)
+            limit = implied_nifti_bytes(head, name, max_voxels) + GZIP_SLACK_BYTES
+            dst.write(head)
+            written = len(head)
+            while piece := stream.read(CHUNK_BYTES):
+                written += len(piece)
+                if written > limit:
+                    raise UploadError(
+                        400, f"{name}: gzip data expands beyond the size its NIfTI header implies"
+                    )
+                dst.write(piece)
+    except EOFError:
+        raise UploadError(400, f"{name}: truncated gzip file") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise UploadError(400, f"{name}: corrupt gzip data ({exc})") from None
+    if written < limit - GZIP_SLACK_BYTES:
         raise UploadError(400, f"{name}: truncated data ({written:,} of {limit - GZIP_SLACK_BYTES:,} bytes)")
 
 
@@ -206,7 +144,7 @@ def receive_nifti(upload: FileStorage, folder: Path, field: str, max_voxels: int
     upload.save(raw)
     nii = folder / f"{field}.nii"
     with raw.open("rb") as handle:
-        head = handle.read(NIFTI2_HEADER_BYTES)
+        head = handle.read(PEEK_BYTES)
     if not head:
         raise UploadError(400, f"{field}: the file is empty")
     if head.startswith(GZIP_MAGIC):
@@ -265,6 +203,129 @@ def _checksum(paths: Mapping[str, Path]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class StagedStudy:
+    """A checked study folder in its final place, before its row exists."""
+
+    folder: Path
+    stored: dict[str, Path]
+    shape: list[int]
+    spacing: list[float]
+    checksum: str
+
+
+def check_identifiers(patient_id: str | None, study_uid: str | None) -> tuple[str, str]:
+    """The patient pseudonym and study uid (generated when empty), or 400."""
+    patient_id = (patient_id or "").strip()
+    if not IDENTIFIER.match(patient_id):
+        raise UploadError(
+            400, "patient_id must be 1-64 characters: letters, digits, '_' or '-' (a pseudonym)"
+        )
+    study_uid = (study_uid or "").strip() or f"study-{uuid.uuid4().hex[:16]}"
+    if not IDENTIFIER.match(study_uid):
+        raise UploadError(400, "study_uid must be 1-64 characters: letters, digits, '_' or '-'")
+    return patient_id, study_uid
+
+
+def _refuse_existing(session: Session, uploads_dir: Path, study_uid: str) -> Path:
+    """The study's final folder; 409 when a row or a folder of that uid exists already."""
+    if session.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is not None:
+        raise UploadError(409, f"a study {study_uid} already exists")
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    final = uploads_dir / study_uid
+    if final.exists():
+        raise UploadError(409, f"a study folder {study_uid} already exists")
+    return final
+
+
+def _stage_files(
+    present: Mapping[str, FileStorage], incoming: Path, study_uid: str, max_voxels: int
+) -> StagedStudy:
+    """Receive, check and sanitise every file into ``incoming/<study_uid>``; load the staged study."""
+    received, staged = incoming / "received", incoming / study_uid
+    received.mkdir()
+    staged.mkdir()
+    stored: dict[str, Path] = {}
+    zooms: dict[str, tuple[float, ...]] = {}
+    for field in FILE_FIELDS:
+        if field not in present:
+            continue
+        nii = receive_nifti(present[field], received, field, max_voxels)
+        target = staged / f"{study_uid}-{STORED_SUFFIX[field]}.nii.gz"
+        _shape, zooms[field] = sanitize_nifti_file(nii, target, max_voxels)
+        nii.unlink()
+        stored[field] = target
+    volume = load_study(study_from_dir(staged), max_voxels=max_voxels)
+    checksum = _checksum(stored)
+    shutil.rmtree(received)
+    return StagedStudy(
+        folder=staged,
+        stored=stored,
+        shape=[int(s) for s in volume.native_shape],
+        spacing=[round(float(z), 6) for z in zooms[MODALITIES[0]]],
+        checksum=checksum,
+    )
+
+
+def stage_study(
+    present: Mapping[str, FileStorage], uploads_dir: Path, study_uid: str, final: Path, max_voxels: int
+) -> StagedStudy:
+    """Check every file in a temporary folder and rename it to ``final``; raises ``UploadError`` (and
+    leaves nothing behind) when refused."""
+    incoming = Path(tempfile.mkdtemp(prefix=INCOMING_PREFIX, dir=uploads_dir))
+    try:
+        staged = _stage_files(present, incoming, study_uid, max_voxels)
+        try:
+            os.rename(staged.folder, final)
+        except OSError:
+            raise UploadError(409, f"a study folder {study_uid} already exists") from None
+    except StudyError as exc:
+        raise UploadError(400, _readable(str(exc), study_uid)) from None
+    except (UploadError, MemoryError):
+        raise
+    except Exception as exc:  # a file nibabel chokes on in a way bmcore.imaging does not name
+        log.warning("upload %s refused: %s", study_uid, exc, exc_info=True)
+        raise UploadError(400, f"unreadable NIfTI data ({type(exc).__name__})") from None
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    stored = {field: final / path.name for field, path in staged.stored.items()}
+    return StagedStudy(final, stored, staged.shape, staged.spacing, staged.checksum)
+
+
+def register_study(
+    session: Session, staged: StagedStudy, patient_id: str, study_uid: str, owner_id: int | None
+) -> Study:
+    """The study's row (and its patient's, when new), committed; on failure the folder is removed."""
+    stored = staged.stored
+    try:
+        patient = session.scalars(select(Patient).where(Patient.pseudonym == patient_id)).one_or_none()
+        if patient is None:
+            patient = Patient(pseudonym=patient_id)
+            session.add(patient)
+        study = Study(
+            patient=patient,
+            study_uid=study_uid,
+            directory=str(staged.folder),
+            files={field: str(path) for field, path in stored.items() if field != LABEL_FIELD},
+            label_path=str(stored[LABEL_FIELD]) if LABEL_FIELD in stored else None,
+            shape=staged.shape,
+            spacing=staged.spacing,
+            checksum=staged.checksum,
+            owner_id=owner_id,
+        )
+        session.add(study)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        shutil.rmtree(staged.folder, ignore_errors=True)
+        raise UploadError(409, f"a study {study_uid} already exists") from None
+    except BaseException:
+        session.rollback()
+        shutil.rmtree(staged.folder, ignore_errors=True)
+        raise
+    return study
+
+
 def store_study_upload(
     session: Session,
     files: Mapping[str, FileStorage],
@@ -275,78 +336,8 @@ def store_study_upload(
     max_voxels: int,
 ) -> Study:
     """Check, store and register one uploaded study; raises ``UploadError`` (nothing kept) when refused."""
-    patient_id = (patient_id or "").strip()
-    if not IDENTIFIER.match(patient_id):
-        raise UploadError(
-            400, "patient_id must be 1-64 characters: letters, digits, '_' or '-' (a pseudonym)"
-        )
-    study_uid = (study_uid or "").strip() or f"study-{uuid.uuid4().hex[:16]}"
-    if not IDENTIFIER.match(study_uid):
-        raise UploadError(400, "study_uid must be 1-64 characters: letters, digits, '_' or '-'")
+    patient_id, study_uid = check_identifiers(patient_id, study_uid)
     present = check_upload_fields(files)
-    if session.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is not None:
-        raise UploadError(409, f"a study {study_uid} already exists")
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    final = uploads_dir / study_uid
-    if final.exists():
-        raise UploadError(409, f"a study folder {study_uid} already exists")
-
-    incoming = Path(tempfile.mkdtemp(prefix=INCOMING_PREFIX, dir=uploads_dir))
-    try:
-        received, staged = incoming / "received", incoming / study_uid
-        received.mkdir()
-        staged.mkdir()
-        stored: dict[str, Path] = {}
-        zooms: dict[str, tuple[float, ...]] = {}
-        for field in FILE_FIELDS:
-            if field not in present:
-                continue
-            nii = receive_nifti(present[field], received, field, max_voxels)
-            target = staged / f"{study_uid}-{STORED_SUFFIX[field]}.nii.gz"
-            _shape, zooms[field] = sanitize_nifti_file(nii, target, max_voxels)
-            nii.unlink()
-            stored[field] = target
-        volume = load_study(study_from_dir(staged), max_voxels=max_voxels)
-        checksum = _checksum(stored)
-        shutil.rmtree(received)
-        try:
-            os.rename(staged, final)
-        except OSError:
-            raise UploadError(409, f"a study folder {study_uid} already exists") from None
-    except StudyError as exc:
-        raise UploadError(400, _readable(str(exc), study_uid)) from None
-    except (UploadError, MemoryError):
-        raise
-    except Exception as exc:  # a file nibabel chokes on in a way io.py does not name
-        log.warning("upload %s refused: %s", study_uid, exc, exc_info=True)
-        raise UploadError(400, f"unreadable NIfTI data ({type(exc).__name__})") from None
-    finally:
-        shutil.rmtree(incoming, ignore_errors=True)
-
-    try:
-        patient = session.scalars(select(Patient).where(Patient.pseudonym == patient_id)).one_or_none()
-        if patient is None:
-            patient = Patient(pseudonym=patient_id)
-            session.add(patient)
-        study = Study(
-            patient=patient,
-            study_uid=study_uid,
-            directory=str(final),
-            files={field: str(final / path.name) for field, path in stored.items() if field != LABEL_FIELD},
-            label_path=str(final / stored[LABEL_FIELD].name) if LABEL_FIELD in stored else None,
-            shape=[int(s) for s in volume.native_shape],
-            spacing=[round(float(z), 6) for z in zooms[MODALITIES[0]]],
-            checksum=checksum,
-            owner_id=owner_id,
-        )
-        session.add(study)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        shutil.rmtree(final, ignore_errors=True)
-        raise UploadError(409, f"a study {study_uid} already exists") from None
-    except BaseException:
-        session.rollback()
-        shutil.rmtree(final, ignore_errors=True)
-        raise
-    return study
+    final = _refuse_existing(session, uploads_dir, study_uid)
+    staged = stage_study(present, uploads_dir, study_uid, final, max_voxels)
+    return register_study(session, staged, patient_id, study_uid, owner_id)

@@ -311,7 +311,7 @@ def test_models_unavailable_is_503(client, api, monkeypatch):
     def broken():
         raise ConnectionError("mlflow server down")
 
-    monkeypatch.setattr("services.web.api.registry_models", broken)
+    monkeypatch.setattr("services.web.reports.registry_models", broken)
     response = client.get("/api/v1/models", headers=api["alice"])
     assert response.status_code == 503
     assert response.json["error"].startswith("registry unavailable")

@@ -264,7 +264,7 @@ def test_models_page_survives_an_unavailable_registry(signed_in, monkeypatch):
     def broken():
         raise RuntimeError("no tracking server")
 
-    monkeypatch.setattr("services.web.api.registry_models", broken)
+    monkeypatch.setattr("services.web.reports.registry_models", broken)
     response = signed_in.get("/models")
     assert response.status_code == 200
     assert "Registry unavailable" in response.text and "no tracking server" in response.text
@@ -296,7 +296,7 @@ def test_models_page_compares_versions(signed_in, monkeypatch):
         },
         {"name": "bmseg-cnn", "champion": None, "versions": []},
     ]
-    monkeypatch.setattr("services.web.api.registry_models", lambda: overview)
+    monkeypatch.setattr("services.web.reports.registry_models", lambda: overview)
     text = signed_in.get("/models").text
     assert "@champion" in text and "0.6100" in text and "0.4200" in text
     assert "val lesion dice" in text

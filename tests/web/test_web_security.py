@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bmcore.db import Job, Study
-from services.web.auth import sign_in_key
+from services.web.throttle import sign_in_key
 
 from .conftest import PASSWORD, form_csrf, sign_in
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from bmcore.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from bmcore.models.blocks import ConvBlock
 from bmcore.models.unet import AttentionGate
+from bmcore.training.config import ARCHS
 from bmcore.training.losses import cross_entropy_loss
 
 # (arch, small constructor arguments) covering a couple of widths and depths each.
@@ -38,6 +41,15 @@ def _seed() -> None:
 
 def test_registry_names_the_three_architectures() -> None:
     assert {"unet": AttentionUNet, "cnn": SegmentationCNN, "fcn": FCN8s} == MODELS
+
+
+def test_the_registry_follows_the_one_list_of_architecture_names() -> None:
+    assert tuple(MODELS) == ARCHS
+
+
+def test_models_pickled_before_the_blocks_moved_still_find_conv_block() -> None:
+    """MLflow's pickled models name ConvBlock by the module it used to live in, bmcore.models.unet."""
+    assert pickle.loads(b"cbmcore.models.unet\nConvBlock\n.") is ConvBlock
 
 
 @pytest.mark.parametrize("size", [32, 64])

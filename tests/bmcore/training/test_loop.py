@@ -12,21 +12,13 @@ import torch
 from bmcore import imaging
 from bmcore.data.dataset import prepare_case
 from bmcore.data.synth import synth_cohort
-from bmcore.evaluation import evaluate_studies
+from bmcore.evaluation.evaluate import evaluate_studies
+from bmcore.experiments.request import TrainRequest
 from bmcore.experiments.training import train_run
 from bmcore.inference import LESION_COLUMNS, load_predictor, segment_study
 from bmcore.training.config import TrainConfig
-from bmcore.training.loop import build_training_parts, fit
-
-TINY = {
-    "size": 64,
-    "base_channels": 4,
-    "depth": 2,
-    "batch_size": 8,
-    "num_workers": 0,
-    "augment": False,
-    "samples_per_epoch": 24,
-}
+from bmcore.training.loop import fit
+from bmcore.training.parts import build_training_parts
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +39,10 @@ def constant_loss(logits, target, partial=None):
     return (logits * 0.0).sum() + 1.0
 
 
-def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(cached_cases, tmp_path):
-    config = TrainConfig(epochs=10, early_stopping_patience=2, **TINY)
+def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(
+    cached_cases, tmp_path, tiny_train
+):
+    config = TrainConfig(epochs=10, early_stopping_patience=2, **tiny_train)
     parts = build_training_parts(config, cached_cases[:3], cached_cases[3:])
     parts.loss_fn = constant_loss
     result = fit(parts, config, tmp_path, progress=False)
@@ -56,14 +50,14 @@ def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(c
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
 
 
-def test_resume_continues_from_the_last_epoch_with_the_same_history(cached_cases, tmp_path):
-    first = TrainConfig(epochs=2, seed=3, **TINY)
+def test_resume_continues_from_the_last_epoch_with_the_same_history(cached_cases, tmp_path, tiny_train):
+    first = TrainConfig(epochs=2, seed=3, **tiny_train)
     run = fit(
         build_training_parts(first, cached_cases[:3], cached_cases[3:]), first, tmp_path, progress=False
     )
     assert [h["epoch"] for h in run.history] == [1, 2]
     seen = []
-    longer = TrainConfig(epochs=4, seed=3, **TINY)
+    longer = TrainConfig(epochs=4, seed=3, **tiny_train)
     resumed = fit(
         build_training_parts(longer, cached_cases[:3], cached_cases[3:]),
         longer,
@@ -79,7 +73,7 @@ def test_resume_continues_from_the_last_epoch_with_the_same_history(cached_cases
     assert checkpoint["extra"]["epoch"] == 4 and checkpoint["extra"]["preprocess"]["size"] == 64
 
 
-def test_a_mixed_cohort_trains_with_partial_labels(tmp_path):
+def test_a_mixed_cohort_trains_with_partial_labels(tmp_path, tiny_train):
     cohort = tmp_path / "ucsf"
     synth_cohort(
         cohort,
@@ -96,17 +90,20 @@ def test_a_mixed_cohort_trains_with_partial_labels(tmp_path):
     assert kinds == {"multiclass", "enhancing"}
     cases = [prepare_case(ref, tmp_path / "cache", size=64) for ref in refs]
     assert {c.partial for c in cases} == {True, False}
-    config = TrainConfig(epochs=1, **TINY)
+    config = TrainConfig(epochs=1, **tiny_train)
     result = fit(build_training_parts(config, cases, []), config, tmp_path / "run", progress=False)
     assert np.isfinite(result.history[0]["train_loss"])
 
 
-def test_one_epoch_train_then_segment_then_evaluate(brats_cohort, tmp_path, monkeypatch):
+def test_one_epoch_train_then_segment_then_evaluate(brats_cohort, tmp_path, monkeypatch, tiny_train):
     from bmcore.config import get_settings
 
     monkeypatch.setenv("BMSEG_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
-    outcome = train_run(brats_cohort, TrainConfig(epochs=1, **TINY), tmp_path / "run", show_progress=False)
+    request = TrainRequest(
+        brats_cohort, TrainConfig(epochs=1, **tiny_train), tmp_path / "run", show_progress=False
+    )
+    outcome = train_run(request)
     get_settings.cache_clear()
     assert outcome.best_checkpoint.is_file() and outcome.validation is not None
     predictor = load_predictor(outcome.best_checkpoint, device="cpu")

@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/bmcore/test_distributed.py: train two epochs, then write what this rank saw.
+"""Run under torchrun by tests/bmcore/training/test_distributed.py: train two epochs, write what a rank saw.
 
 Usage: torchrun --standalone --nproc-per-node N ddp_probe.py COHORT OUT_DIR
 Each rank writes OUT_DIR/rank<R>.json: a hash of its final weights, its history, one draw of its
@@ -17,7 +17,8 @@ from bmcore.experiments.training import prepare_data
 from bmcore.models import bare_model
 from bmcore.training import distributed
 from bmcore.training.config import TrainConfig
-from bmcore.training.loop import build_training_parts, fit
+from bmcore.training.loop import fit
+from bmcore.training.parts import build_training_parts
 
 cohort, out = Path(sys.argv[1]), Path(sys.argv[2])
 config = TrainConfig(

@@ -20,9 +20,9 @@ import torch
 from bmcore.data.synth import synth_cohort
 from bmcore.training import distributed
 from bmcore.training.config import TrainConfig
-from bmcore.training.loop import rank_samples, rank_seed
+from bmcore.training.parts import rank_samples, rank_seed
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROBE = Path(__file__).with_name("scripts") / "ddp_probe.py"
 TINY = [
     "--epochs", "2", "--size", "64", "--base-channels", "4", "--depth", "2", "--batch-size", "4",
@@ -114,6 +114,7 @@ def test_a_corrupt_study_stops_every_process_with_a_one_line_error(cohort, tmp_p
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors and all("BraTS-MET-00001-000" in line or "process" in line for line in errors), done.stderr
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
+    assert_error_lines_stand_alone(done.stderr)
 
 
 def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
@@ -128,10 +129,10 @@ def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
     return ranks
 
 
-def start_long_training(cohort: Path, tmp_path: Path) -> subprocess.Popen:
+def start_long_training(cohort: Path, tmp_path: Path, env: dict | None = None) -> subprocess.Popen:
     """A 200-epoch run in the background; returns once rank 0 has written its first checkpoint."""
     args = ["--data", str(cohort), "--gpus", "2", "--device", "cpu", *TINY, "--epochs", "200", "-o", "out"]
-    env = os.environ | {"BMSEG_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {"BMSEG_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"} | (env or {})
     launcher = subprocess.Popen(
         [sys.executable, "-m", "bmcore.cli", "train", *args],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -144,18 +145,43 @@ def start_long_training(cohort: Path, tmp_path: Path) -> subprocess.Popen:
     return launcher
 
 
-def test_rank_0_killed_outright_still_leaves_a_failed_run_and_one_line(cohort, tmp_path):
-    """SIGKILL gives rank 0 no chance to end its MLflow run: the launcher marks it FAILED."""
-    launcher = start_long_training(cohort, tmp_path)
+def kill_rank_0_of_a_long_training(cohort: Path, tmp_path: Path, env: dict | None = None) -> tuple[int, str]:
+    """SIGKILL rank 0 once it has saved its first checkpoint; the launcher's exit code and stderr."""
+    launcher = start_long_training(cohort, tmp_path, env)
     try:
         os.kill(rank_pids(launcher)[0], signal.SIGKILL)
         _, stderr = launcher.communicate(timeout=120)
     finally:
         launcher.kill()
-    assert launcher.returncode == 2
+    return launcher.returncode, stderr
+
+
+def test_rank_0_killed_outright_still_leaves_a_failed_run_and_one_line(cohort, tmp_path):
+    """SIGKILL gives rank 0 no chance to end its MLflow run: the launcher marks it FAILED."""
+    returncode, stderr = kill_rank_0_of_a_long_training(cohort, tmp_path)
+    assert returncode == 2
     assert "Traceback" not in stderr
     assert "error: distributed training failed: process 0 was killed by SIGKILL" in stderr.splitlines()
     assert [run.info.status for run in mlflow_runs(tmp_path)] == ["FAILED"]
+    assert_error_lines_stand_alone(stderr)
+
+
+def test_an_error_line_never_shares_a_line_with_a_progress_bar(cohort, tmp_path):
+    """As on a terminal (TTY_COMPATIBLE=1: rich redraws rank 0's bar in place, with no newline after it),
+    rank 0 killed outright leaves its bar's line open: every error line after it starts a line of its own."""
+    returncode, stderr = kill_rank_0_of_a_long_training(cohort, tmp_path, env={"TTY_COMPATIBLE": "1"})
+    assert returncode == 2
+    assert "train unet" in stderr  # the bar was drawn live
+    assert "error: distributed training failed: process 0 was killed by SIGKILL" in stderr.splitlines()
+    assert_error_lines_stand_alone(stderr)
+
+
+def assert_error_lines_stand_alone(stderr: str) -> None:
+    """Every line that holds ``error:`` starts with it: no progress output shares its line."""
+    glued = [
+        line for line in stderr.splitlines() if "error:" in line and not line.strip().startswith("error:")
+    ]
+    assert not glued, glued
 
 
 def test_stopping_the_launcher_stops_every_process_without_a_traceback(cohort, tmp_path):

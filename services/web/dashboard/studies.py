@@ -1,0 +1,156 @@
+"""Studies: the list with the upload form, a study's page (viewer, lesions, jobs) and its slices as PNG."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
+
+from bmcore.db import Job, Study
+from bmcore.imaging import MODALITIES, StudyError
+from bmcore.metrics import LABELS
+from services.web import slices
+from services.web.access import artifact_file, jobs_of_studies, visible_job, visible_studies, visible_study
+from services.web.common import WebError, db, privately_cached
+from services.web.reports import has_lesion_table, newest_segmentation, segmentation_lesions
+from services.web.uploads import UploadError, store_study_upload
+
+OVERLAYS = ("prediction", "label", "none")
+STUDY_JOBS_SHOWN = 10
+
+
+def _studies_page(status: int = 200, error: str | None = None, form: dict[str, str] | None = None):
+    session = db()
+    studies = visible_studies(session, g.user)
+    return (
+        render_template(
+            "studies.html",
+            studies=studies,
+            modalities=MODALITIES,
+            error=error,
+            form=form or {},
+            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
+        ),
+        status,
+    )
+
+
+def studies():
+    return _studies_page()
+
+
+def upload_study():
+    form = {"patient_id": request.form.get("patient_id", ""), "study_uid": request.form.get("study_uid", "")}
+    config = current_app.config
+    try:
+        study = store_study_upload(
+            db(),
+            request.files,
+            form["patient_id"],
+            form["study_uid"],
+            g.user.id,
+            config["UPLOADS_DIR"],
+            config["MAX_VOXELS"],
+        )
+    except UploadError as exc:
+        return _studies_page(exc.status, f"Upload refused: {exc.message}", form)
+    flash(f"Study {study.study_uid} stored and checked.", "success")
+    return redirect(url_for("dashboard.study", study_id=study.id), 303)
+
+
+def _viewer(record: Study, segmentation: Job | None) -> dict[str, Any]:
+    """The viewer's depth, first slice and lesion slices, or the reason the study cannot be shown."""
+    config = current_app.config
+    state: dict[str, Any] = {"depth": 1, "best_slice": 0, "lesion_z": {}, "error": None}
+    try:
+        volume = slices.display_volume(record.directory, config["MAX_VOXELS"])
+        state["depth"] = volume.shape[2]
+        mask = None
+        if segmentation is not None:
+            mask_path = artifact_file(segmentation, f"{record.study_uid}_seg", config["RESULTS_DIR"])
+            mask = slices.display_mask(record.directory, str(mask_path), config["MAX_VOXELS"])
+            state["lesion_z"] = slices.lesion_slices(mask, volume.spacing)
+        state["best_slice"] = slices.best_slice(mask if mask is not None else volume.label, state["depth"])
+    except (StudyError, OSError, WebError) as exc:
+        state["error"] = f"Cannot display this study: {getattr(exc, 'message', exc)}"
+    return state
+
+
+def study(study_id: int):
+    session = db()
+    record = visible_study(session, g.user, study_id)
+    segmentation = newest_segmentation(session, record)
+    lesions: list[dict[str, str]] | None = None
+    if has_lesion_table(segmentation, record):
+        try:
+            lesions = segmentation_lesions(segmentation, record)
+        except (WebError, OSError, UnicodeDecodeError):
+            lesions = None
+    return render_template(
+        "study.html",
+        study=record,
+        segmentation=segmentation,
+        mask_name=f"{record.study_uid}_seg" if segmentation else None,
+        lesions=lesions,
+        has_label=record.label_path is not None,
+        modalities=sorted(record.files, key=MODALITIES.index),
+        label_names=LABELS,
+        colours=slices.LABEL_COLOURS,
+        jobs=jobs_of_studies(session, g.user, [record.id], STUDY_JOBS_SHOWN),
+        **_viewer(record, segmentation),
+    )
+
+
+def _slice_arguments(record: Study) -> tuple[str, str, int, float]:
+    """The slice request's modality, overlay kind, z and opacity, or 400."""
+    modality = request.args.get("modality", MODALITIES[0])
+    overlay_kind = request.args.get("overlay", "prediction")
+    if modality not in record.files or overlay_kind not in OVERLAYS:
+        raise WebError(
+            400, f"modality must be one of {', '.join(record.files)}; overlay one of {', '.join(OVERLAYS)}"
+        )
+    try:
+        z = int(request.args.get("z", "0"))
+        opacity = float(request.args.get("opacity", "0.45"))
+    except ValueError:
+        raise WebError(400, "z must be an integer and opacity a number") from None
+    if not math.isfinite(opacity):
+        raise WebError(400, "opacity must be a number from 0 to 1")
+    return modality, overlay_kind, z, opacity
+
+
+def _prediction_overlay(record: Study):
+    """The mask of the segmentation asked for (``?job=``) or the newest one, or None."""
+    session, config = db(), current_app.config
+    job_id = request.args.get("job")
+    segmentation = visible_job(session, g.user, job_id) if job_id else newest_segmentation(session, record)
+    if segmentation is None:
+        return None
+    if segmentation.study_id != record.id:
+        raise WebError(400, f"job {segmentation.id} did not segment this study")
+    path = artifact_file(segmentation, f"{record.study_uid}_seg", config["RESULTS_DIR"])
+    return slices.display_mask(record.directory, str(path), config["MAX_VOXELS"])
+
+
+def study_slice(study_id: int):
+    record = visible_study(db(), g.user, study_id)
+    modality, overlay_kind, z, opacity = _slice_arguments(record)
+    try:
+        volume = slices.display_volume(record.directory, current_app.config["MAX_VOXELS"])
+        overlay = None
+        if overlay_kind == "label":
+            overlay = volume.label
+        elif overlay_kind == "prediction":
+            overlay = _prediction_overlay(record)
+        png = slices.render_slice(volume, modality, z, overlay, opacity)
+    except StudyError as exc:
+        raise WebError(422, f"cannot display this study: {exc}") from None
+    return privately_cached(Response(png, mimetype="image/png"))
+
+
+def register(bp: Blueprint) -> None:
+    bp.get("/studies")(studies)
+    bp.post("/studies")(upload_study)
+    bp.get("/studies/<int:study_id>")(study)
+    bp.get("/studies/<int:study_id>/slice.png")(study_slice)
