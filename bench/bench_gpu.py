@@ -101,7 +101,8 @@ def train_step(arch: str, batch: int, size: int, device: torch.device, compiled:
 
 def run_epoch_step(arch: str, batch: int, size: int, device: torch.device):
     """One pass of bmcore.training.loop.run_epoch over ``RUN_EPOCH_BATCHES`` batches per call."""
-    from bmcore.training.loop import TrainingParts, run_epoch
+    from bmcore.training.loop import run_epoch
+    from bmcore.training.parts import TrainingParts
 
     config = TrainConfig(arch=arch, batch_size=batch, size=size, device=str(device))
     model = build_model(arch).to(device).to(memory_format=CL)

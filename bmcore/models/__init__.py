@@ -2,149 +2,24 @@
 
 Every model maps (N, 4, H, W) slices (T1, T1ce, T2, FLAIR) to logits (N, 4, H, W) and keeps its
 constructor arguments in ``init_args``, so a checkpoint rebuilds the model from the file alone.
-
-Checkpoint format (a ``torch.save`` file that ``torch.load(..., weights_only=True)`` reads)::
-
-    {"format_version": 1, "arch": "unet", "init_args": {...}, "state_dict": {...}, "extra": {...}}
+Modules: :mod:`.registry` (``MODELS``, :func:`build_model`), :mod:`.checkpoint` (the checkpoint file),
+:mod:`.blocks` (pieces the architectures share), one module per architecture.
 """
 
-from __future__ import annotations
-
-import inspect
-import os
-import tempfile
-from collections import OrderedDict
-from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
-
+from bmcore.models.checkpoint import CHECKPOINT_FORMAT_VERSION, bare_model, load_checkpoint, save_checkpoint
 from bmcore.models.cnn import SegmentationCNN
 from bmcore.models.fcn import FCN8s
+from bmcore.models.registry import MODELS, build_model
 from bmcore.models.unet import AttentionUNet
 
-MODELS: dict[str, type[nn.Module]] = {"unet": AttentionUNet, "cnn": SegmentationCNN, "fcn": FCN8s}
-CHECKPOINT_FORMAT_VERSION = 1
-
 __all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
     "MODELS",
     "AttentionUNet",
     "FCN8s",
     "SegmentationCNN",
+    "bare_model",
     "build_model",
     "load_checkpoint",
     "save_checkpoint",
 ]
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the architecture registered as ``name`` with constructor arguments ``kwargs``."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    model_class = MODELS[name]
-    valid = list(inspect.signature(model_class).parameters)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown argument(s) for {name!r}: {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return model_class(**kwargs)
-
-
-def bare_model(model: nn.Module) -> nn.Module:
-    """The model itself, out of its ``torch.compile`` and ``DistributedDataParallel`` wrappers."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, arch: str, extra: dict[str, Any] | None = None
-) -> None:
-    """Write ``model`` (architecture ``arch``) and ``extra`` to ``path`` atomically.
-
-    ``extra`` (optimizer state, epoch, metrics...) may hold only tensors, dicts, lists, tuples, str,
-    int, float, bool and None, so that the file loads with ``weights_only=True``. Tensors are stored
-    on the CPU. The file is written next to ``path`` and moved into place with ``os.replace``.
-    """
-    model = bare_model(model)
-    if arch not in MODELS:
-        raise ValueError(f"unknown model {arch!r}; valid names: {', '.join(sorted(MODELS))}")
-    if type(model) is not MODELS[arch]:
-        raise ValueError(f"arch {arch!r} is {MODELS[arch].__name__}, but the model is {type(model).__name__}")
-    extra = {} if extra is None else extra
-    _check_plain(extra, "extra")
-    checkpoint = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "arch": arch,
-        "init_args": dict(model.init_args),
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-        "extra": extra,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved at ``path``; return it (in eval mode) and the whole checkpoint dict.
-
-    Loads with ``weights_only=True``. When ``map_location`` names a device, the model is moved there.
-    """
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    required = {"arch", "init_args", "state_dict"}
-    if not isinstance(checkpoint, dict) or not required <= set(checkpoint):
-        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(
-            f"{os.fspath(path)} is not a bmseg model checkpoint "
-            f"(expected keys {sorted(required)}, found {found})"
-        )
-    version = checkpoint.get("format_version", CHECKPOINT_FORMAT_VERSION)
-    if version > CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
-            f"{os.fspath(path)} has checkpoint format {version}; "
-            f"this bmseg reads formats up to {CHECKPOINT_FORMAT_VERSION}"
-        )
-    model = build_model(checkpoint["arch"], **checkpoint["init_args"])
-    model.load_state_dict(checkpoint["state_dict"])
-    if map_location is not None:
-        model.to(map_location)
-    return model.eval(), checkpoint
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """Raise ``TypeError`` for anything ``torch.load(weights_only=True)`` would refuse.
-
-    Types are matched exactly: subclasses such as ``numpy.float64`` (a ``float``) or ``defaultdict``
-    would be pickled as their own class and refused on load.
-    """
-    if value is None or type(value) in _PLAIN_SCALARS or isinstance(value, torch.Tensor):
-        return
-    if type(value) in (dict, OrderedDict):
-        for key, item in value.items():
-            if type(key) not in (str, int):
-                raise TypeError(f"{where}: keys must be str or int, got {type(key).__name__}")
-            _check_plain(item, f"{where}[{key!r}]")
-        return
-    if type(value) in (list, tuple):
-        for index, item in enumerate(value):
-            _check_plain(item, f"{where}[{index}]")
-        return
-    raise TypeError(
-        f"{where}: {type(value).__name__} cannot be stored in a weights-only checkpoint "
-        "(use tensors, dicts, lists, tuples, str, int, float, bool or None)"
-    )
-
-
-_PLAIN_SCALARS = (str, int, float, bool)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bmcore.models.unet import ConvBlock, check_constructor_args, check_input
+from bmcore.models.blocks import ConvBlock, check_input, checked_init_args
 
 
 class SegmentationCNN(nn.Module):
@@ -35,16 +35,7 @@ class SegmentationCNN(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        check_constructor_args(in_channels, num_classes, base_channels, dropout)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self.init_args = {
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "base_channels": base_channels,
-            "depth": depth,
-            "dropout": float(dropout),
-        }
+        self.init_args = checked_init_args(in_channels, num_classes, base_channels, dropout, depth)
         self.depth = depth
         layers: list[nn.Module] = []
         channels = in_channels

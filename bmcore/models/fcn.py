@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bmcore.models.unet import check_constructor_args, check_input
+from bmcore.models.blocks import check_input, checked_init_args
 
 # (width multiplier of base_channels, number of 3x3 convolutions) for each of VGG-16's five stages.
 _VGG_STAGES = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))
@@ -60,13 +60,7 @@ class FCN8s(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        check_constructor_args(in_channels, num_classes, base_channels, dropout)
-        self.init_args = {
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "base_channels": base_channels,
-            "dropout": float(dropout),
-        }
+        self.init_args = checked_init_args(in_channels, num_classes, base_channels, dropout)
         widths = [base_channels * multiplier for multiplier, _ in _VGG_STAGES]
         inputs = [in_channels, *widths[:-1]]
         stages = [_vgg_stage(i, o, n) for i, o, (_, n) in zip(inputs, widths, _VGG_STAGES, strict=True)]

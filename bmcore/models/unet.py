@@ -10,19 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class ConvBlock(nn.Sequential):
-    """Two (3x3 convolution, batch norm, ReLU) layers; the convolutions carry no bias (BN follows)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+# ConvBlock is imported here as well as used: pickled models name it as bmcore.models.unet.ConvBlock.
+from bmcore.models.blocks import ConvBlock, check_input, checked_init_args
 
 
 class AttentionGate(nn.Module):
@@ -80,16 +69,7 @@ class AttentionUNet(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        check_constructor_args(in_channels, num_classes, base_channels, dropout)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        self.init_args = {
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "base_channels": base_channels,
-            "depth": depth,
-            "dropout": float(dropout),
-        }
+        self.init_args = checked_init_args(in_channels, num_classes, base_channels, dropout, depth)
         self.depth = depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList([ConvBlock(in_channels, widths[0])])
@@ -112,24 +92,3 @@ class AttentionUNet(nn.Module):
         for block, skip in zip(self.decoder, reversed(skips), strict=True):
             x = block(x, skip)
         return self.head(x)
-
-
-def check_constructor_args(in_channels: int, num_classes: int, base_channels: int, dropout: float) -> None:
-    """Raise ``ValueError`` for constructor arguments shared by all architectures that make no sense."""
-    for name, value in (
-        ("in_channels", in_channels),
-        ("num_classes", num_classes),
-        ("base_channels", base_channels),
-    ):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-
-def check_input(x: torch.Tensor, in_channels: int, multiple: int) -> None:
-    """Raise ``ValueError`` unless ``x`` is (N, in_channels, H, W) with H and W divisible by ``multiple``."""
-    if x.ndim != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"expected input of shape (N, {in_channels}, H, W), got {tuple(x.shape)}")
-    if x.shape[2] % multiple or x.shape[3] % multiple:
-        raise ValueError(f"H and W must be divisible by {multiple}, got {tuple(x.shape[2:])}")

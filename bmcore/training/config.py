@@ -1,7 +1,8 @@
 """Run configuration as data: a frozen dataclass per training run (torch-free).
 
 Stored in every checkpoint, logged as MLflow params, and used by the job service to validate a job's
-parameters at submission time (the web process never imports torch).
+parameters at submission time (the web process never imports torch). ``ARCHS`` and ``LOSSES`` are the one
+list of names: :mod:`bmcore.models` and :mod:`bmcore.training.losses` build their registries from them.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+from bmcore.imaging import MODALITIES
+
 ARCHS: tuple[str, ...] = ("unet", "cnn", "fcn")
 LOSSES: tuple[str, ...] = ("ce", "dice_ce")
 

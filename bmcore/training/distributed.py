@@ -22,6 +22,11 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser, run
+
+from bmcore.training.progress import start_fresh_line
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,6 @@ def launch(gpus: int, argv: Sequence[str]) -> str | None:
 
     Each process gets an equal share of this process's cores (``OMP_NUM_THREADS``) unless one is set.
     """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // gpus)))
     for name in list(logging.root.manager.loggerDict):  # each sets its own level; we say it in one line
@@ -108,8 +109,10 @@ def launch(gpus: int, argv: Sequence[str]) -> str | None:
         with tempfile.TemporaryDirectory(prefix="bmseg-torchrun-") as log_dir:  # else one is left in /tmp
             run(get_args_parser().parse_args(torchrun_args(gpus, argv, log_dir)))
     except SignalException as exc:
+        start_fresh_line()  # rank 0, stopped by the signal, may have left its bar's line open
         raise KeyboardInterrupt from exc
     except ChildFailedError as exc:
+        start_fresh_line()  # a rank killed outright leaves its progress bar's line open
         rank, first = exc.get_first_failure()
         if first.exitcode is not None and first.exitcode < 0:
             return f"process {rank} was killed by {first.signal_name()}"
@@ -136,6 +139,10 @@ def process_group(device: str) -> Iterator[tuple[Rank, torch.device]]:
     try:
         yield rank, device_
         barrier()
+    except BaseException:
+        if not rank.is_main:  # this rank's error line may follow rank 0's bar, left open as rank 0 died
+            start_fresh_line()
+        raise
     finally:
         dist.destroy_process_group()
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from bmcore.training.config import LOSSES as LOSS_NAMES
+
 ENHANCING = 3
 NUM_CLASSES = 4
 
@@ -64,7 +66,11 @@ def dice_ce_loss(
     return cross_entropy + dice_loss
 
 
-LOSSES: dict[str, LossFunction] = {"ce": cross_entropy_loss, "dice_ce": dice_ce_loss}
+_FUNCTIONS: dict[str, LossFunction] = {"ce": cross_entropy_loss, "dice_ce": dice_ce_loss}
+assert set(_FUNCTIONS) == set(LOSS_NAMES), (
+    f"LOSSES {LOSS_NAMES} and the loss functions {sorted(_FUNCTIONS)} disagree"
+)
+LOSSES: dict[str, LossFunction] = {name: _FUNCTIONS[name] for name in LOSS_NAMES}
 
 
 def build_loss(name: str) -> LossFunction:
