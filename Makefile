@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the import contracts in pyproject.toml ([tool.importlinter])
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

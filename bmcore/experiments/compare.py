@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bmcore import imaging
+from bmcore.architectures import ARCHS
 from bmcore.evaluation.evaluate import evaluate_studies
 from bmcore.evaluation.headline import format_value, headline_rows
 from bmcore.experiments.request import TrainRequest
@@ -24,7 +25,7 @@ from bmcore.experiments.training import prepare_data, train_run
 from bmcore.inference import load_predictor, predict_volume
 from bmcore.reports.plots import plot_curves, plot_overlays
 from bmcore.reports.tables import markdown_table
-from bmcore.training.config import ARCHS, TrainConfig
+from bmcore.training.config import TrainConfig
 
 # Table IV of the study (train / validation); IoU there is a mean over classes with background.
 STUDY_TABLE = {

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bmcore.config import get_settings
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-ARCHS = ("unet", "cnn", "fcn")
+from bmcore.accounts import create_user
+from bmcore.architectures import ARCHS
+from bmcore.config import get_settings
+from bmcore.data.synth import synth_cohort
+from bmcore.db import Result, User, session_scope
+from bmcore.jobs.lifecycle import submit_job
+from bmcore.jobs.search import get_job, job_to_dict
+from bmcore.local.stack import Stack, wait_until
+from bmcore.reports.plots import plot_curves
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,6 @@ DEMO_USER = ("demo@bmseg.local", "demo-password")
 
 def follow(job_ids: dict[str, str]) -> dict[str, dict]:
     """Progress bars for several jobs until all end; returns their final dicts."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from bmcore.db import session_scope
-    from bmcore.jobs.lifecycle import get_job, job_to_dict
-
     finished: dict[str, dict] = {}
     with Progress(
         TextColumn("{task.description:<48}"),
@@ -93,17 +97,12 @@ def follow(job_ids: dict[str, str]) -> dict[str, dict]:
 
 
 def result_of(job_id: str) -> tuple[dict, dict]:
-    from bmcore.db import Result, session_scope
-
     with session_scope() as session:
         result = session.query(Result).filter_by(job_id=job_id).one()
         return dict(result.metrics), dict(result.artifacts)
 
 
 def ensure_demo_user() -> None:
-    from bmcore.accounts import create_user
-    from bmcore.db import User, session_scope
-
     with session_scope() as session:
         if session.query(User).filter_by(email=DEMO_USER[0]).one_or_none() is None:
             create_user(session, DEMO_USER[0], DEMO_USER[1], is_admin=True)
@@ -112,13 +111,7 @@ def ensure_demo_user() -> None:
 def run_demo(
     quick: bool = False, serve: bool = True, web_port: int = 8000, mlflow_port: int = 5000, echo=print
 ) -> dict:
-    from bmcore.data.synth import synth_cohort
-    from bmcore.db import session_scope
-    from bmcore.experiments.compare import STUDY_TABLE, paper_row, report_markdown
-    from bmcore.jobs.lifecycle import submit_job
-    from bmcore.local.stack import Stack, wait_until
-    from bmcore.reports.plots import plot_curves
-
+    """The whole demo (see the module docstring); returns the report, ``{}`` when interrupted."""
     settings = get_settings()
     plan = QUICK if quick else FULL
     demo_dir = settings.data_dir / ("demo-quick" if quick else "demo")
@@ -131,53 +124,10 @@ def run_demo(
         urls = stack.start()
         ensure_demo_user()
         echo(f"stack up: dashboard {urls['dashboard']}, MLflow {urls['mlflow']}, Redis {urls['redis']}")
-        with session_scope() as session:
-            train_ids = {
-                f"train {arch}": submit_job(
-                    session, "train", {"data": str(cohort), "arch": arch, **plan.train}
-                ).id
-                for arch in ARCHS
-            }
-        echo("queued training jobs: " + ", ".join(f"{k} {v}" for k, v in train_ids.items()))
-        trained = follow(train_ids)
-        failed = [f"{name}: {job['error']}" for name, job in trained.items() if job["status"] != "succeeded"]
-        if failed:
-            raise RuntimeError("demo training failed: " + "; ".join(failed))
-        train_results = {arch: result_of(train_ids[f"train {arch}"]) for arch in ARCHS}
-        with session_scope() as session:
-            eval_ids = {}
-            for arch, (metrics, artifacts) in train_results.items():
-                model = f"models:/{metrics['registered']['name']}/{metrics['registered']['version']}"
-                eval_ids[f"evaluate {arch}"] = submit_job(
-                    session, "evaluate", {"data": str(cohort), "model": model, "split": artifacts["split"]}
-                ).id
-        evaluated = follow(eval_ids)
-        failed = [
-            f"{name}: {job['error']}" for name, job in evaluated.items() if job["status"] != "succeeded"
-        ]
-        if failed:
-            raise RuntimeError("demo evaluation failed: " + "; ".join(failed))
-        report = build_report(
-            cohort,
-            train_results,
-            {a: result_of(eval_ids[f"evaluate {a}"])[0] for a in ARCHS},
-            demo_dir / "report",
-            paper_row,
-            plot_curves,
-            STUDY_TABLE,
-        )
-        markdown = report_markdown(report)
-        (demo_dir / "report" / "report.md").write_text(markdown)
-        (demo_dir / "report" / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        echo(markdown)
-        echo(f"report: {demo_dir / 'report' / 'report.md'}\ncurves: {report['files']['curves']}")
+        report = train_and_evaluate(cohort, plan, demo_dir / "report", echo)
         echo(f"dashboard: {urls['dashboard']} (sign in as {DEMO_USER[0]} / {DEMO_USER[1]})")
         echo(f"MLflow: {urls['mlflow']} (registered models bmseg-unet, bmseg-cnn, bmseg-fcn)")
         report["urls"] = urls
-        report["jobs"] = {
-            **{k: v["status"] for k, v in trained.items()},
-            **{k: v["status"] for k, v in evaluated.items()},
-        }
         if serve:
             echo("the stack keeps running; press Ctrl-C to stop it")
             wait_until(lambda: False, float("inf"), "forever", stack)
@@ -187,6 +137,56 @@ def run_demo(
         return {}
     finally:
         stack.stop()
+
+
+def train_and_evaluate(cohort: Path, plan: DemoPlan, out: Path, echo: Callable[[str], None]) -> dict:
+    """Train every architecture through the queue, evaluate each registered version, write the report."""
+    # lazy: torch, kept out of the demo's start and of bmseg --help
+    from bmcore.experiments.compare import STUDY_TABLE, paper_row, report_markdown
+
+    train_params = {f"train {arch}": {"arch": arch, **plan.train} for arch in ARCHS}
+    train_ids = submit_each("train", train_params, cohort)
+    echo("queued training jobs: " + ", ".join(f"{k} {v}" for k, v in train_ids.items()))
+    trained = follow_to_success(train_ids, "demo training")
+    train_results = {arch: result_of(train_ids[f"train {arch}"]) for arch in ARCHS}
+    eval_params = {
+        f"evaluate {arch}": {"model": registered_model(metrics), "split": artifacts["split"]}
+        for arch, (metrics, artifacts) in train_results.items()
+    }
+    eval_ids = submit_each("evaluate", eval_params, cohort)
+    evaluated = follow_to_success(eval_ids, "demo evaluation")
+    eval_metrics = {a: result_of(eval_ids[f"evaluate {a}"])[0] for a in ARCHS}
+    report = build_report(cohort, train_results, eval_metrics, out, paper_row, plot_curves, STUDY_TABLE)
+    markdown = report_markdown(report)
+    (out / "report.md").write_text(markdown)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    echo(markdown)
+    echo(f"report: {out / 'report.md'}\ncurves: {report['files']['curves']}")
+    report["jobs"] = {k: v["status"] for k, v in (trained | evaluated).items()}
+    return report
+
+
+def registered_model(train_metrics: dict) -> str:
+    """The registry URI of the version a train job registered."""
+    return f"models:/{train_metrics['registered']['name']}/{train_metrics['registered']['version']}"
+
+
+def submit_each(job_type: str, params_by_name: dict[str, dict], cohort: Path) -> dict[str, str]:
+    """Queue one ``job_type`` job on ``cohort`` per entry; returns the job ids by the same names."""
+    with session_scope() as session:
+        return {
+            name: submit_job(session, job_type, {"data": str(cohort), **params}).id
+            for name, params in params_by_name.items()
+        }
+
+
+def follow_to_success(job_ids: dict[str, str], what: str) -> dict[str, dict]:
+    """Follow the jobs until they end (see :func:`follow`); raises unless all succeeded."""
+    finished = follow(job_ids)
+    failed = [f"{name}: {job['error']}" for name, job in finished.items() if job["status"] != "succeeded"]
+    if failed:
+        raise RuntimeError(f"{what} failed: " + "; ".join(failed))
+    return finished
 
 
 def build_report(

@@ -1,5 +1,5 @@
-"""The architectures by name: one list of names (``ARCHS``, torch-free, in the run configuration) and the
-classes that implement them, built from it."""
+"""The architectures by name: the classes that implement the one list of names
+(``ARCHS``, torch-free, in :mod:`bmcore.architectures`), built from it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from torch import nn
 
+from bmcore.architectures import ARCHS
 from bmcore.models.cnn import SegmentationCNN
 from bmcore.models.fcn import FCN8s
 from bmcore.models.unet import AttentionUNet
-from bmcore.training.config import ARCHS
 
 _CLASSES: dict[str, type[nn.Module]] = {"unet": AttentionUNet, "cnn": SegmentationCNN, "fcn": FCN8s}
 assert set(_CLASSES) == set(ARCHS), f"ARCHS {ARCHS} and the model classes {sorted(_CLASSES)} disagree"

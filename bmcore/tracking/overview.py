@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bmcore.architectures import ARCHS
 from bmcore.config import get_settings
 from bmcore.tracking.client import is_missing, mlflow_client
 from bmcore.tracking.registry import CHAMPION_ALIAS, finite, registered_model_name
-from bmcore.training.config import ARCHS
 
 
 def registry_overview() -> list[dict[str, Any]]:

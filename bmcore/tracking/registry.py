@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bmcore.architectures import ARCHS
 from bmcore.config import Settings, get_settings
 from bmcore.tracking.client import already_exists, error_code, import_mlflow, is_missing, mlflow_client
-from bmcore.training.config import ARCHS
 
 CHAMPION_ALIAS = "champion"
 CHAMPION_METRIC = "val_lesion_dice"

@@ -1,8 +1,9 @@
 """Run configuration as data: a frozen dataclass per training run (torch-free).
 
 Stored in every checkpoint, logged as MLflow params, and used by the job service to validate a job's
-parameters at submission time (the web process never imports torch). ``ARCHS`` and ``LOSSES`` are the one
-list of names: :mod:`bmcore.models` and :mod:`bmcore.training.losses` build their registries from them.
+parameters at submission time (the web process never imports torch). ``LOSSES`` is the one list of loss
+names (:mod:`bmcore.training.losses` builds its registry from it); architecture names come from
+:mod:`bmcore.architectures`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from bmcore.architectures import ARCHS
 from bmcore.imaging import MODALITIES
 
-ARCHS: tuple[str, ...] = ("unet", "cnn", "fcn")
+__all__ = ["ARCHS", "LOSSES", "MODALITIES", "TrainConfig"]
 LOSSES: tuple[str, ...] = ("ce", "dice_ce")
 
 

@@ -17,11 +17,12 @@ from flask import (
     url_for,
 )
 
+from bmcore.architectures import ARCHS
 from bmcore.db import JOB_STATUSES
 from bmcore.jobs.errors import JobParamsError, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
 from bmcore.jobs.lifecycle import submit_job
-from bmcore.training.config import ARCHS, TrainConfig
+from bmcore.training.config import TrainConfig
 from services.web.access import artifact_file, visible_job, visible_jobs, visible_studies
 from services.web.common import WebError, db
 from services.web.dashboard.job_form import DEFAULT_FOLDS, FORM_FIELDS, job_request_from_form

@@ -1,0 +1,67 @@
+"""The import contracts (`lint-imports`, configured in pyproject.toml) hold, and they catch a breach.
+
+A contract that cannot fail checks nothing, so each breach below is planted in a copy of the packages
+and must be reported by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "240"}
+    return subprocess.run(
+        [str(LINT_IMPORTS), str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def copy_of_packages(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("contracts")
+    for name in ("bmcore", "services"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def test_the_repository_keeps_every_contract():
+    result = lint_imports(REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "broken" not in result.stdout.lower().replace("0 broken", "")
+
+
+@pytest.mark.parametrize(
+    ("module", "planted", "contract"),
+    [
+        ("services/web/slices.py", "import torch", "the web never reaches torch"),
+        ("bmcore/metrics/__init__.py", "import flask", "bmcore is a library"),
+        ("services/web/auth.py", "import services.worker.tasks", "web and worker share bmcore"),
+        ("bmcore/config.py", "import bmcore.jobs.lifecycle", "bmcore runs one way"),
+    ],
+)
+def test_a_planted_breach_is_reported(copy_of_packages, module, planted, contract):
+    path = copy_of_packages / module
+    original = path.read_text()
+    path.write_text(original + f"\n{planted}  # planted by the test\n")
+    try:
+        result = lint_imports(copy_of_packages)
+    finally:
+        path.write_text(original)
+    assert result.returncode != 0
+    broken = [line for line in result.stdout.splitlines() if line.rstrip().endswith("BROKEN")]
+    assert any(contract in line for line in broken), result.stdout[-3000:]
