@@ -98,7 +98,7 @@ class Workers:
 
 def job_state(job_id: str) -> dict:
     from bmcore.db import session_scope
-    from bmcore.jobs.lifecycle import get_job, job_to_dict
+    from bmcore.jobs.search import get_job, job_to_dict
 
     with session_scope() as session:
         return job_to_dict(get_job(session, job_id))

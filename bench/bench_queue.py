@@ -43,7 +43,7 @@ TARGET_P50_S = 0.010
 
 def wait_finished(job_id: str, timeout: float = 60.0) -> dict:
     from bmcore.db import session_scope
-    from bmcore.jobs.lifecycle import get_job
+    from bmcore.jobs.search import get_job
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """Celery configuration shared by the worker and the submitting side (web, CLI). Torch-free.
 
-The submitting side never imports task code: it queues by name with ``celery_client().send_task``.
+The submitting side never imports task code: it queues by name (:func:`send_job_task`,
+:func:`send_parent_step`, both through ``celery_client().send_task``).
 Redis settings follow DESIGN.md §6: the visibility timeout sits above the longest job in all three
 places, late acks with reject-on-worker-lost, one message prefetched at a time; the attempt counter
 on the job row (``bmcore.jobs.lifecycle.claim_job``) stops a poison job from looping forever.
@@ -8,12 +9,15 @@ on the job row (``bmcore.jobs.lifecycle.claim_job``) stops a poison job from loo
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from celery import Celery
 
 from bmcore.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
@@ -44,6 +48,9 @@ QUEUE_FOR_TASK: dict[str, str] = {
     "bmseg.sweep": CPU_QUEUE,
     "bmseg.crossval": CPU_QUEUE,
 }
+
+# The steps of a parent's task (bmcore.jobs.parents.steps.advance).
+PARENT_STEPS = ("start", "check", "recheck")
 
 RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
 # Redis re-delivers an unacknowledged message after this long; keep it above the longest job.
@@ -107,3 +114,32 @@ def celery_client() -> Celery:
             client.conf.update(celery_config(settings))
             _clients[key] = client
         return client
+
+
+def send_job_task(task_name: str, job_id: str) -> None:
+    """Queue task ``task_name`` for job ``job_id`` on its queue; the broker's error propagates.
+
+    ``ignore_result``: the job row is the result; no result-backend subscription per task.
+    """
+    celery_client().send_task(task_name, args=[job_id], queue=QUEUE_FOR_TASK[task_name], ignore_result=True)
+
+
+def send_parent_step(job_id: str, job_type: str, step: str, countdown: float | None = None) -> bool:
+    """Queue one step of a parent's task (``start``, ``check``, ``recheck``); False when the broker refused
+    (logged: the recheck chain, or the next child to end, sends it again)."""
+    if step not in PARENT_STEPS:
+        raise ValueError(f"unknown parent step {step!r}; expected one of {', '.join(PARENT_STEPS)}")
+    task_name = PARENT_TASK_NAMES[job_type]
+    try:
+        celery_client().send_task(
+            task_name,
+            args=[job_id],
+            kwargs={"step": step},
+            queue=QUEUE_FOR_TASK[task_name],
+            countdown=countdown,
+            ignore_result=True,
+        )
+    except Exception as exc:
+        log.warning("could not queue the %s step of job %s: %s: %s", step, job_id, type(exc).__name__, exc)
+        return False
+    return True

@@ -29,9 +29,10 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from bmcore import tracking
 from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, session_scope, utcnow
-from bmcore.jobs.queue import QUEUE_FOR_TASK, TASK_NAMES, celery_client
+from bmcore.jobs.queue import TASK_NAMES, send_job_task
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +175,8 @@ def reap_job(session: Session, job: Job, stale_after: float, now: datetime) -> R
     if action != "requeued":
         return Reaped(job.id, action, reason)
 
-    task_name = TASK_NAMES[job.type]
     try:
-        celery_client().send_task(
-            task_name, args=[job.id], queue=QUEUE_FOR_TASK[task_name], ignore_result=True
-        )
+        send_job_task(TASK_NAMES[job.type], job.id)
     except Exception as exc:
         problem = f"could not re-queue: {type(exc).__name__}: {exc}".strip().splitlines()[0]
         session.execute(
@@ -221,10 +219,8 @@ def start_reaper(interval_seconds: float | None = None) -> threading.Event:
 def registered_version(run_id: str) -> dict[str, Any] | None:
     """The registry version an earlier attempt made from MLflow run ``run_id`` (``{"name", "version",
     "champion"}`` as ``tracking.register_model`` returns it), or None; the run is marked finished."""
-    from bmcore import tracking
-
     tracking.configure()
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # lazy: MLflow only when a lost attempt is looked up, after configure()
 
     client = MlflowClient()
     versions = [

@@ -6,12 +6,13 @@ run. Cancellation is cooperative: ``should_stop`` reads the row's ``cancel_reque
 a second) between batches. Errors are recorded as one readable line, the traceback as a log event.
 
 A child of a sweep or cross-validation (``parent_id``) tells its parent when it ends
-(:func:`bmcore.jobs.parents.notify_parent`); the parent's own task runs in short steps (:func:`run_parent`)
-and never waits for its children, so one worker consuming both queues cannot deadlock.
+(:func:`bmcore.jobs.parents.steps.notify_parent`); the parent's own task runs in short steps
+(:func:`run_parent`) and never waits for its children, so one worker consuming both queues cannot deadlock.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -19,10 +20,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from bmcore import imaging
 from bmcore.config import get_settings
+from bmcore.data.split import load_split
 from bmcore.db import Study, session_scope
+from bmcore.experiments.request import Tracking, TrainRequest
 from bmcore.jobs import lifecycle
+from bmcore.jobs.parents.steps import advance, notify_parent
 from bmcore.jobs.reaper import Heartbeat, registered_version
+from bmcore.jobs.search import get_job, is_cancel_requested
+from bmcore.training.config import TrainConfig
 
 CANCELLED = ("TrainingCancelled", "InferenceCancelled")
 
@@ -54,8 +61,6 @@ def run_job(job_id: str, worker_host: str | None = None) -> str | None:
     """
     status = _run_job(job_id, worker_host or socket.gethostname())
     try:
-        from bmcore.jobs.parents import notify_parent
-
         notify_parent(job_id)
     except Exception:  # the parent's recheck step catches up; this job's outcome stands
         log.warning("could not notify the parent of job %s:\n%s", job_id, traceback.format_exc())
@@ -63,9 +68,7 @@ def run_job(job_id: str, worker_host: str | None = None) -> str | None:
 
 
 def run_parent(job_id: str, step: str = "start", worker_host: str | None = None) -> str | None:
-    """One short step of a sweep or cross-validation parent (:func:`bmcore.jobs.parents.advance`)."""
-    from bmcore.jobs.parents import advance
-
+    """One short step of a sweep or cross-validation parent (:func:`bmcore.jobs.parents.steps.advance`)."""
     return advance(job_id, step, worker_host or socket.gethostname())
 
 
@@ -82,7 +85,7 @@ def _run_job(job_id: str, worker_host: str) -> str | None:
 
     def cancelled() -> bool:
         with session_scope() as session:
-            return lifecycle.is_cancel_requested(session, job_id)
+            return is_cancel_requested(session, job_id)
 
     cancel_check = Throttle(cancelled, 1.0)
     progress = Throttle(report, 1.0)
@@ -111,7 +114,7 @@ def _run_job(job_id: str, worker_host: str) -> str | None:
 def _remember_run(job_id: str) -> Callable[[str], None]:
     def remember(run_id: str) -> None:
         with session_scope() as session:
-            job = lifecycle.get_job(session, job_id)
+            job = get_job(session, job_id)
             job.mlflow_run_id = run_id
             session.commit()
 
@@ -119,16 +122,13 @@ def _remember_run(job_id: str) -> Callable[[str], None]:
 
 
 def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress, should_stop):
-    from bmcore.experiments.tracked import tracked_train
-    from bmcore.training.config import TrainConfig
+    from bmcore.experiments.tracked import tracked_train  # lazy: torch, loaded by the first train job
 
     params = dict(params)
     data = params.pop("data")
     split_seed = int(params.pop("split_seed", params.get("seed", 0)))
     split = params.pop("split", None)
     if isinstance(split, str):
-        from bmcore.data.split import load_split
-
         split = load_split(split)
     evaluate_test = bool(params.pop("evaluate_test", False))
     champion_eligible = bool(params.pop("champion_eligible", True))
@@ -138,24 +138,28 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
     config = TrainConfig.from_dict(params)
     # A lost attempt that got as far as registering the model: finish without a second registry version.
     registered = registered_version(run_id) if run_id else None
-    summary = tracked_train(
+    tracking = Tracking(
+        enabled=registered is None,
+        run_id=run_id,
+        run_name=f"job-{job_id[:8]}-{config.arch}",
+        tags={"bmseg.job_id": job_id},
+        parent_run_id=parent_run_id,
+        champion_eligible=champion_eligible,
+        on_run=_remember_run(job_id),
+    )
+    request = TrainRequest(
         data,
         config,
         job_dir(job_id),
         resume=True,
-        track=registered is None,
-        run_id=run_id,
-        run_name=f"job-{job_id[:8]}-{config.arch}",
-        tags={"bmseg.job_id": job_id},
         split_seed=split_seed,
+        split=split,
         should_stop=should_stop,
         progress=progress,
-        on_run=_remember_run(job_id),
         show_progress=False,
-        split=split,
-        parent_run_id=parent_run_id,
-        champion_eligible=champion_eligible,
+        tracking=tracking,
     )
+    summary = tracked_train(request)
     summary["registered"] = summary["registered"] or registered
     metrics = dict(summary["metrics"]) | {
         "registered": summary["registered"],
@@ -179,11 +183,8 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
 def _score_test_studies(job_id: str, data, summary: dict, device: str, progress, should_stop):
     """Score the best checkpoint on the run's test studies (whole volumes, every convention): the
     ``test_*`` figures and ``test_cases.json`` (per-study results, pooled by a cross-validation parent)."""
-    import json
-
-    from bmcore import imaging
-    from bmcore.data.split import load_split
-    from bmcore.evaluation import evaluate_studies
+    # lazy: torch; a worker that only takes parent steps (cpu queue) never loads it
+    from bmcore.evaluation.evaluate import evaluate_studies
     from bmcore.inference import load_predictor
 
     test_ids = set(load_split(Path(summary["out_dir"]) / "split.json")["studies"]["test"])
@@ -212,8 +213,6 @@ def _score_test_studies(job_id: str, data, summary: dict, device: str, progress,
 
 
 def _study_refs(params: dict, study_id: int | None):
-    from bmcore import imaging
-
     if study_id is not None:
         with session_scope() as session:
             study = session.get(Study, study_id)
@@ -227,7 +226,7 @@ def _study_refs(params: dict, study_id: int | None):
 
 
 def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_stop):
-    from bmcore.inference import load_predictor, segment_study
+    from bmcore.inference import load_predictor, segment_study  # lazy: torch, loaded by the first segment job
 
     refs = _study_refs(params, study_id)
     predictor = load_predictor(params.get("model", "models:/bmseg-unet@champion"))
@@ -254,10 +253,8 @@ def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_st
 
 
 def run_evaluate(job_id: str, params: dict, run_id, study_id, progress, should_stop):
-    import json
-
-    from bmcore.data.split import load_split
-    from bmcore.evaluation import evaluate_studies
+    # lazy: torch; a worker that only takes parent steps (cpu queue) never loads it
+    from bmcore.evaluation.evaluate import evaluate_studies
     from bmcore.inference import load_predictor
 
     refs = _study_refs(params, study_id)

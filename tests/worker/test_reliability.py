@@ -36,20 +36,18 @@ import pytest
 import redis
 from sqlalchemy import func, select, text, update
 
+from bmcore import tracking
+from bmcore.accounts import create_token, create_user
 from bmcore.config import get_settings
-from bmcore.db import Job, JobEvent, Result, dispose_engines, init_db, session_scope, utcnow
+from bmcore.data.synth import synth_cohort
+from bmcore.db import Job, JobEvent, Result, dispose_engines, init_db, session_factory, session_scope, utcnow
+from bmcore.jobs.lifecycle import claim_job, finish_job, submit_job
+from bmcore.jobs.reaper import Heartbeat, reap_job, reap_stale_jobs, stale_jobs
+from bmcore.jobs.search import get_job, job_to_dict
+from services.web import create_app
 
 REPO = Path(__file__).resolve().parents[2]
 BMSEG = Path(sys.executable).with_name("bmseg")
-TINY = {
-    "size": 64,
-    "base_channels": 4,
-    "depth": 2,
-    "batch_size": 8,
-    "num_workers": 0,
-    "augment": False,
-    "samples_per_epoch": 32,
-}
 EPOCHS = 6
 WORKER_ENV = {
     "BMSEG_HEARTBEAT_SECONDS": "0.5",
@@ -217,8 +215,7 @@ def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:
 
 @pytest.fixture(scope="module")
 def stack(broker, tmp_path_factory):
-    from bmcore.data.synth import synth_cohort
-    from bmcore.models import build_model, save_checkpoint
+    from bmcore.models import build_model, save_checkpoint  # lazy: torch, for the module-scoped stack only
 
     root = tmp_path_factory.mktemp("reliability")
     env = {"BMSEG_DATA_DIR": str(root / "data"), "BMSEG_REDIS_URL": broker.url(0), "BMSEG_ENV": "test"}
@@ -239,15 +236,11 @@ def stack(broker, tmp_path_factory):
 
 
 def submit(job_type: str, params: dict, study_id: int | None = None) -> str:
-    from bmcore.jobs.lifecycle import submit_job
-
     with session_scope() as session:
         return submit_job(session, job_type, params, study_id=study_id).id
 
 
 def job_row(job_id: str) -> dict:
-    from bmcore.jobs.lifecycle import get_job, job_to_dict
-
     with session_scope() as session:
         return job_to_dict(get_job(session, job_id))
 
@@ -276,7 +269,7 @@ def result_rows(job_id: str) -> list[Result]:
 
 
 def checkpoint_epoch(path: Path) -> int:
-    import torch
+    import torch  # lazy: torch, only to read a checkpoint in the slow tests
 
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["extra"]["epoch"])
@@ -285,9 +278,7 @@ def checkpoint_epoch(path: Path) -> int:
 
 
 def mlflow_client():
-    from mlflow import MlflowClient
-
-    from bmcore import tracking
+    from mlflow import MlflowClient  # lazy: MLflow, only for the slow tests that read the store
 
     tracking.configure()
     return MlflowClient()
@@ -340,9 +331,6 @@ def reload(session, job_id: str) -> Job:
 
 
 def test_heartbeat_keeps_a_running_job_fresh_until_it_ends(reaper_db):
-    from bmcore.jobs.lifecycle import claim_job, finish_job
-    from bmcore.jobs.reaper import Heartbeat, reap_stale_jobs
-
     session, _queue = reaper_db
     job_id = running_job(session, 0, status="queued", attempts=0)
     claim_job(session, job_id, "here")
@@ -358,9 +346,6 @@ def test_heartbeat_keeps_a_running_job_fresh_until_it_ends(reaper_db):
 
 
 def test_a_job_whose_worker_vanished_is_requeued_then_claimed_as_the_next_attempt(reaper_db):
-    from bmcore.jobs.lifecycle import claim_job
-    from bmcore.jobs.reaper import reap_stale_jobs
-
     session, queue = reaper_db
     job_id = running_job(session, 60)
     done = reap_stale_jobs(session, 5)
@@ -379,8 +364,6 @@ def test_a_job_whose_worker_vanished_is_requeued_then_claimed_as_the_next_attemp
 
 
 def test_a_lost_job_out_of_attempts_is_failed_with_the_reason(reaper_db):
-    from bmcore.jobs.reaper import reap_stale_jobs
-
     session, queue = reaper_db
     job_id = running_job(session, 600, attempts=3, max_attempts=3, type="segment", params={"study_dir": "/s"})
     done = reap_stale_jobs(session, 5)
@@ -396,8 +379,6 @@ def test_a_lost_job_out_of_attempts_is_failed_with_the_reason(reaper_db):
 
 
 def test_a_lost_job_with_a_pending_cancel_is_cancelled(reaper_db):
-    from bmcore.jobs.reaper import reap_stale_jobs
-
     session, queue = reaper_db
     job_id = running_job(session, 60, cancel_requested=True)
     assert [r.action for r in reap_stale_jobs(session, 5)] == ["cancelled"]
@@ -406,8 +387,6 @@ def test_a_lost_job_with_a_pending_cancel_is_cancelled(reaper_db):
 
 
 def test_only_silent_running_jobs_of_worker_task_types_are_touched(reaper_db):
-    from bmcore.jobs.reaper import reap_stale_jobs
-
     session, queue = reaper_db
     untouched = {
         running_job(session, 1): "running",  # heartbeating
@@ -421,9 +400,6 @@ def test_only_silent_running_jobs_of_worker_task_types_are_touched(reaper_db):
 
 
 def test_two_reapers_never_requeue_a_job_twice(reaper_db):
-    from bmcore.db import session_factory
-    from bmcore.jobs.reaper import reap_job, stale_jobs
-
     session, queue = reaper_db
     job_id = running_job(session, 60)
     now = utcnow()
@@ -435,8 +411,6 @@ def test_two_reapers_never_requeue_a_job_twice(reaper_db):
 
 
 def test_a_broker_outage_leaves_the_lost_job_for_the_next_pass(reaper_db, monkeypatch, broker):
-    from bmcore.jobs.reaper import reap_stale_jobs
-
     session, queue = reaper_db
     job_id = running_job(session, 60)
     monkeypatch.setenv("BMSEG_REDIS_URL", "redis://127.0.0.1:1/0")
@@ -456,9 +430,9 @@ def test_a_broker_outage_leaves_the_lost_job_for_the_next_pass(reaper_db, monkey
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_checkpoint(stack):
+def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_checkpoint(stack, tiny_train):
     first = stack.start_worker("crash1")
-    job_id = submit("train", {"data": str(stack.cohort), "arch": "unet", "epochs": EPOCHS, **TINY})
+    job_id = submit("train", {"data": str(stack.cohort), "arch": "unet", "epochs": EPOCHS, **tiny_train})
     last = stack.data_dir / "results" / "jobs" / job_id / "last.pt"
     deadline = time.monotonic() + 150
     while checkpoint_epoch(last) < 2:
@@ -607,9 +581,6 @@ def _bytes_of(path: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def web(stack):
-    from bmcore.accounts import create_token, create_user
-    from services.web import create_app
-
     app = create_app({"TESTING": True})
     with session_scope() as session:
         create_user(session, "alice@example.org", "correct-horse-battery")

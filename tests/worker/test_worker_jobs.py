@@ -17,25 +17,21 @@ import numpy as np
 import pytest
 import redis
 
+from bmcore import tracking
+from bmcore.config import get_settings
+from bmcore.data.synth import synth_cohort
+from bmcore.db import JobEvent, Result, dispose_engines, init_db, session_scope
+from bmcore.jobs.lifecycle import cancel_job, submit_job
+from bmcore.jobs.runner import run_job
+from bmcore.jobs.search import get_job, job_to_dict
+
 REDIS_URL = os.environ.get("BMSEG_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/11")
 REPO = Path(__file__).resolve().parents[2]
-TINY = {
-    "size": 64,
-    "base_channels": 4,
-    "depth": 2,
-    "batch_size": 8,
-    "num_workers": 0,
-    "augment": False,
-    "samples_per_epoch": 32,
-}
 
 pytestmark = pytest.mark.slow
 
 
 def wait_for(job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 240) -> dict:
-    from bmcore.db import session_scope
-    from bmcore.jobs.lifecycle import get_job, job_to_dict
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with session_scope() as session:
@@ -48,10 +44,6 @@ def wait_for(job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from bmcore.config import get_settings
-    from bmcore.data.synth import synth_cohort
-    from bmcore.db import dispose_engines, init_db
-
     root = tmp_path_factory.mktemp("stack")
     env = {"BMSEG_DATA_DIR": str(root / "data"), "BMSEG_REDIS_URL": REDIS_URL}
     saved = {k: os.environ.get(k) for k in env}
@@ -88,34 +80,25 @@ def stack(tmp_path_factory):
 
 
 def submit(job_type: str, params: dict) -> str:
-    from bmcore.db import session_scope
-    from bmcore.jobs.lifecycle import submit_job
-
     with session_scope() as session:
         return submit_job(session, job_type, params).id
 
 
 def events(job_id: str) -> list[str]:
-    from bmcore.db import JobEvent, session_scope
-
     with session_scope() as session:
         return [e.message for e in session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.id)]
 
 
 def result_of(job_id: str):
-    from bmcore.db import Result, session_scope
-
     with session_scope() as session:
         result = session.query(Result).filter_by(job_id=job_id).one()
         return result.metrics, result.artifacts
 
 
-def test_train_job_runs_through_the_queue_and_registers_a_champion(stack):
-    from mlflow.tracking import MlflowClient
+def test_train_job_runs_through_the_queue_and_registers_a_champion(stack, tiny_train):
+    from mlflow.tracking import MlflowClient  # lazy: MLflow, read once the worker has trained
 
-    from bmcore import tracking
-
-    job_id = submit("train", {"data": str(stack["cohort"]), "arch": "unet", "epochs": 2, **TINY})
+    job_id = submit("train", {"data": str(stack["cohort"]), "arch": "unet", "epochs": 2, **tiny_train})
     job = wait_for(job_id)
     assert job["status"] == "succeeded", (job, (stack["root"] / "worker.log").read_text()[-3000:])
     progress_lines = [m for m in events(job_id) if m.startswith("epoch")]
@@ -171,11 +154,8 @@ def test_evaluate_job_records_every_metric_convention(stack):
     assert Path(artifacts["metrics"]).is_file()
 
 
-def test_cancelling_a_running_job_stops_it_between_steps(stack):
-    from bmcore.db import session_scope
-    from bmcore.jobs.lifecycle import cancel_job
-
-    params = {"data": str(stack["cohort"]), "arch": "cnn", "epochs": 200, **TINY}
+def test_cancelling_a_running_job_stops_it_between_steps(stack, tiny_train):
+    params = {"data": str(stack["cohort"]), "arch": "cnn", "epochs": 200, **tiny_train}
     job_id = submit("train", params)
     wait_for(job_id, statuses=("running",), timeout=120)
     time.sleep(3)
@@ -188,16 +168,16 @@ def test_cancelling_a_running_job_stops_it_between_steps(stack):
     assert job["progress"] < 1.0
 
 
-def test_a_failing_job_records_a_readable_error(stack):
-    job_id = submit("train", {"data": str(stack["root"] / "missing"), "arch": "fcn", "epochs": 1, **TINY})
+def test_a_failing_job_records_a_readable_error(stack, tiny_train):
+    job_id = submit(
+        "train", {"data": str(stack["root"] / "missing"), "arch": "fcn", "epochs": 1, **tiny_train}
+    )
     job = wait_for(job_id)
     assert job["status"] == "failed"
     assert "no such file or directory" in job["error"] and "Traceback" not in job["error"]
 
 
 def test_a_job_delivered_twice_runs_once(stack):
-    from bmcore.jobs.runner import run_job
-
     job_id = submit(
         "segment",
         {"study_dir": str(next(stack["cohort"].glob("BraTS-*"))), "model": "models:/bmseg-unet@champion"},

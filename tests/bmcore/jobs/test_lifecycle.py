@@ -1,4 +1,5 @@
-"""The job service: submission through a real Redis, and the worker-side state changes."""
+"""The job lifecycle (bmcore.jobs.lifecycle): submission through a real Redis, cancellation, and the
+worker-side state changes."""
 
 from __future__ import annotations
 
@@ -13,39 +14,21 @@ from sqlalchemy import func, select
 
 from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, Result, session_factory
+from bmcore.jobs.errors import JobNotFound, JobParamsError, QueueUnavailable
 from bmcore.jobs.lifecycle import (
-    JobNotFound,
-    JobParamsError,
-    QueueUnavailable,
     cancel_job,
     claim_job,
     finish_job,
-    get_job,
-    is_cancel_requested,
-    job_to_dict,
-    list_jobs,
     log_event,
     record_result,
     submit_job,
     update_progress,
 )
-from bmcore.jobs.queue import QUEUE_FOR_TASK, TASK_NAMES, celery_client, celery_config
+from bmcore.jobs.queue import QUEUE_FOR_TASK, TASK_NAMES
+from bmcore.jobs.search import get_job, is_cancel_requested, list_jobs
 
 DATA = "/data/cohort"
 MINIMAL_PARAMS = {"train": {"data": DATA}, "evaluate": {"data": DATA}, "segment": {"study_dir": DATA}}
-
-
-@pytest.fixture
-def db_session(migrated_db_url):
-    with session_factory(migrated_db_url)() as session:
-        yield session
-
-
-@pytest.fixture
-def redis_client(redis_test_url):
-    client = redis.Redis.from_url(redis_test_url)
-    yield client
-    client.close()
 
 
 def _queued_messages(client: redis.Redis, queue: str) -> list[dict]:
@@ -142,63 +125,16 @@ def test_unreachable_redis_marks_the_job_failed(db_session, monkeypatch):
     get_settings.cache_clear()
 
 
-def test_celery_config_follows_the_design(monkeypatch):
-    monkeypatch.setenv("BMSEG_MAX_JOB_SECONDS", "7200")
-    monkeypatch.setenv("BMSEG_REDIS_URL", "redis://example.invalid:6379/2")
-    get_settings.cache_clear()
-    try:
-        config = celery_config(get_settings())
-        assert config["broker_url"] == config["result_backend"] == "redis://example.invalid:6379/2"
-        assert config["visibility_timeout"] == 7200 + 3600
-        assert config["broker_transport_options"]["visibility_timeout"] == 7200 + 3600
-        assert config["result_backend_transport_options"]["visibility_timeout"] == 7200 + 3600
-        assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
-        assert config["worker_prefetch_multiplier"] == 1
-        assert config["task_default_queue"] == "gpu"
-        assert config["task_routes"]["bmseg.segment"] == {"queue": "gpu"}
-        assert config["task_routes"]["bmseg.ingest"] == {"queue": "cpu"}
-        assert config["task_serializer"] == "json" and config["result_expires"] == 7 * 24 * 3600
-        json.dumps(config)
-        client = celery_client()
-        assert client is celery_client()
-        assert client.conf.broker_url == "redis://example.invalid:6379/2"
-        assert client.conf.broker_transport_options["visibility_timeout"] == 10800
-        assert not [name for name in client.tasks if name.startswith("bmseg.")]
-    finally:
-        get_settings.cache_clear()
-
-
 def test_submitting_side_stays_torch_free():
     code = (
-        "import sys, bmcore.db, bmcore.jobs.lifecycle, bmcore.jobs.queue; "
+        "import sys, bmcore.db, bmcore.jobs.lifecycle, bmcore.jobs.queue, bmcore.jobs.params, "
+        "bmcore.jobs.search, bmcore.jobs.parents.parsing; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-# --- queries and cancellation -----------------------------------------------------------------------
-
-
-def test_get_unknown_job(db_session):
-    with pytest.raises(JobNotFound, match="unknown job id: nope") as caught:
-        get_job(db_session, "nope")
-    assert isinstance(caught.value, LookupError)
-    assert str(caught.value) == "unknown job id: nope"
-
-
-def test_list_jobs_filters_newest_first(db_session):
-    first = submit_job(db_session, "train", {"data": DATA}, owner_id=None, send=False)
-    second = submit_job(db_session, "evaluate", {"data": DATA}, send=False)
-    third = submit_job(db_session, "train", {"data": DATA}, send=False)
-    finish_job(db_session, third.id, "succeeded")
-
-    assert [job.id for job in list_jobs(db_session)] == [third.id, second.id, first.id]
-    assert [job.id for job in list_jobs(db_session, type="train")] == [third.id, first.id]
-    assert [job.id for job in list_jobs(db_session, status="queued")] == [second.id, first.id]
-    assert [job.id for job in list_jobs(db_session, limit=1)] == [third.id]
-    assert list_jobs(db_session, owner_id=42) == []
-    with pytest.raises(ValueError, match="unknown job status"):
-        list_jobs(db_session, status="done")
+# --- cancellation -----------------------------------------------------------------------
 
 
 def test_cancel_a_queued_job(db_session):
@@ -315,13 +251,3 @@ def test_record_result_twice_keeps_one_row(db_session, migrated_db_url):
     assert [tuple(row) for row in rows] == [({"dice": 0.7}, {"report": "/r/3.json"})]
     with pytest.raises(JobNotFound):
         record_result(db_session, "missing", {}, {})
-
-
-def test_job_to_dict_is_json_with_iso_utc_timestamps(db_session):
-    job = submit_job(db_session, "train", {"data": DATA, "arch": "cnn", "epochs": 5}, send=False)
-    claim_job(db_session, job.id, "gpu-0")
-    data = job_to_dict(get_job(db_session, job.id))
-    assert json.loads(json.dumps(data)) == data
-    assert data["id"] == job.id and data["status"] == "running" and data["params"]["arch"] == "cnn"
-    assert data["created_at"].endswith("+00:00") and data["started_at"].endswith("+00:00")
-    assert data["finished_at"] is None
