@@ -1,4 +1,4 @@
-"""Synthetic brain-metastasis cohorts with known ground truth (DESIGN.md §3).
+"""Synthetic brain-metastasis cohorts with known ground truth (docs/design.md §3).
 
 Each study: an ellipsoidal head (scalp/skull, CSF, grey and white matter with smooth folding, ventricles),
 0–15 metastases from 2 to 30 mm (log-uniform diameter, slightly ellipsoidal), an enhancing rim on T1ce,

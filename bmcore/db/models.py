@@ -1,6 +1,6 @@
 """The database tables: users and their API tokens, patients and studies, jobs with their events and results.
 
-The job row is the truth about a job (DESIGN.md §6); Celery's result backend is only a courier.
+The job row is the truth about a job (docs/design.md §6); Celery's result backend is only a courier.
 Every timestamp is timezone-aware UTC on every backend: SQLite stores naive UTC text and
 ``UTCDateTime`` attaches the zone again on the way out; PostgreSQL stores ``timestamptz``.
 The schema itself is owned by Alembic (``migrations/``, see :mod:`bmcore.db.session`).

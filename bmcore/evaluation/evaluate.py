@@ -1,4 +1,4 @@
-"""Evaluation of a model on whole studies, in native geometry, with every convention of DESIGN.md §4.
+"""Evaluation of a model on whole studies, in native geometry, with every convention of docs/design.md §4.
 
 Predictions are made exactly as ``bmseg segment`` makes them (:func:`bmcore.inference.predict_volume`)
 and compared with the study's own label on its native grid — never on resized slices. Studies whose

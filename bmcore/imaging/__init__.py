@@ -15,7 +15,7 @@ Modules: :mod:`.layouts` (finding studies: folder layouts, manifests, :class:`St
 study as a :class:`Volume`, writing a mask back to its grid), :mod:`.display` (display windowing). Their
 public names are re-exported here: ``from bmcore import imaging; imaging.load_study(...)``.
 
-Layouts (DESIGN.md §3)
+Layouts (docs/design.md §3)
 ----------------------
 * UCSF-BMSR: ``<root>/<ID>/<ID>_{T1pre,T1post,T2Synth,FLAIR}.nii.gz``; labels ``<ID>_BraTS-seg`` (1/2/3)
   preferred over ``<ID>_seg`` (0/1 enhancing, mapped 1 → 3). Patient = first 6 digits of ``<ID>``.

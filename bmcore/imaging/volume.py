@@ -130,7 +130,7 @@ def load_study(
 
 
 def to_canonical_label(image: nib.Nifti1Image, ref: StudyRef, ornt: np.ndarray) -> np.ndarray:
-    """Label volume mapped to bmseg's convention (DESIGN.md §2), reoriented like the images."""
+    """Label volume mapped to bmseg's convention (docs/design.md §2), reoriented like the images."""
     name = ref.label.name if ref.label else "label"
     raw = read_data(image, name, dtype=np.float64)
     _check_finite(raw, name)

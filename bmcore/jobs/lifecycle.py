@@ -9,7 +9,7 @@ Parent jobs (``sweep``, ``crossval``) fan out into child ``train`` jobs (``paren
 validation lives in :mod:`bmcore.jobs.params`, their fan-out and aggregation in :mod:`bmcore.jobs.parents`,
 and cancelling a parent cancels its unfinished children.
 
-The row is the truth (DESIGN.md §6). ``submit_job`` commits the row before queueing the task by
+The row is the truth (docs/design.md §6). ``submit_job`` commits the row before queueing the task by
 name, and marks it failed if the broker cannot take it, so a job is never silently dropped. Tasks
 receive only the job id, re-read the row with ``claim_job`` and are safe to run twice: a finished or
 cancelled job is not run again, and ``attempts`` stops a job that keeps killing its worker.

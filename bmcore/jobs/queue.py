@@ -2,7 +2,7 @@
 
 The submitting side never imports task code: it queues by name (:func:`send_job_task`,
 :func:`send_parent_step`, both through ``celery_client().send_task``).
-Redis settings follow DESIGN.md §6: the visibility timeout sits above the longest job in all three
+Redis settings follow docs/design.md §6: the visibility timeout sits above the longest job in all three
 places, late acks with reject-on-worker-lost, one message prefetched at a time; the attempt counter
 on the job row (``bmcore.jobs.lifecycle.claim_job``) stops a poison job from looping forever.
 """

@@ -2,7 +2,7 @@
 
 With the solo pool and late acks, a worker killed outright (SIGKILL, OOM, power) leaves its message
 unacknowledged in Redis, and Redis gives it back only after the visibility timeout — two days here
-(DESIGN.md §6). So the job row, not the broker, notices the loss:
+(docs/design.md §6). So the job row, not the broker, notices the loss:
 
 * :class:`Heartbeat` — while a job runs, a background thread touches ``jobs.heartbeat_at`` every
   ``settings.heartbeat_seconds`` (only while the row is still ``running`` in this attempt);

@@ -1,6 +1,6 @@
 """What a worker does with a job id: claim the row, run bmcore, write progress, result and status.
 
-The job row is the truth (DESIGN.md §6): each step re-reads it, so a task delivered twice finds the job
+The job row is the truth (docs/design.md §6): each step re-reads it, so a task delivered twice finds the job
 finished and does nothing, and a redelivered training job resumes from its ``last.pt`` and its MLflow
 run. Cancellation is cooperative: ``should_stop`` reads the row's ``cancel_requested`` flag (at most once
 a second) between batches. Errors are recorded as one readable line, the traceback as a log event.

@@ -1,11 +1,11 @@
-"""Segmentation metrics: the one place every convention lives (DESIGN.md section 4).
+"""Segmentation metrics: the one place every convention lives (docs/design.md §4).
 
 Pure numpy / scipy.ndimage functions, used alike by training (per-batch confusion matrices),
 evaluation and the inference worker.
 
 Conventions shared by every function here:
 
-- **Labels** (DESIGN.md section 2): 0 background, 1 NETC (necrotic / non-enhancing core),
+- **Labels** (docs/design.md §2): 0 background, 1 NETC (necrotic / non-enhancing core),
   2 SNFH (edema), 3 ET (enhancing tumour). See :data:`LABELS`.
 - **Regions**: ET = {3}, TC = {1, 3}, WT = {1, 2, 3}. See :data:`REGIONS`. The label "ET" and the
   region "ET" are the same mask, so per-structure keys name ET once.

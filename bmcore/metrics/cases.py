@@ -29,7 +29,7 @@ def per_class_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing) ->
 
 
 def evaluate_case(pred: np.ndarray, target: np.ndarray, spacing: Spacing) -> dict:
-    """Every metric of DESIGN.md section 4 for one study (label volumes indexed x, y, z).
+    """Every metric of docs/design.md §4 for one study (label volumes indexed x, y, z).
 
     Per-class keys as in :func:`per_class_metrics`; lesion-wise keys of :func:`lesion_wise_metrics`
     for ET, TC and WT with a region suffix (``lesion_dice_TC``, ``n_fp_ET``, ``total_lt3mm_WT``);

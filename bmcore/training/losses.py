@@ -1,6 +1,6 @@
 """Segmentation losses on logits (N, 4, H, W) and integer labels (N, H, W), with partial labels.
 
-Labels follow DESIGN.md section 2: 0 background, 1 necrotic core, 2 edema, 3 enhancing tumour.
+Labels follow docs/design.md §2: 0 background, 1 necrotic core, 2 edema, 3 enhancing tumour.
 A *partial* sample (``partial[n]`` true) has only a binary enhancing mask: 3 = enhancing,
 0 = "not enhancing" (background, necrosis or edema alike). For those samples the probabilities of
 classes 0, 1 and 2 are summed into one class before the likelihood is taken, computed in log space as

@@ -1,7 +1,7 @@
 """The Celery application of the workers, configured from the one settings object.
 
 Start one worker per GPU with ``bmseg worker`` (solo pool: no fork after CUDA is initialised,
-DESIGN.md §6); ``CUDA_VISIBLE_DEVICES`` picks the GPU, and the supervisor restarts the process.
+docs/design.md §6); ``CUDA_VISIBLE_DEVICES`` picks the GPU, and the supervisor restarts the process.
 
 Every worker also runs the reaper (:mod:`bmcore.jobs.reaper`) in a daemon thread from ``worker_ready`` on:
 a job whose worker vanished mid-run (killed, out of memory) stops heartbeating and is queued again, or

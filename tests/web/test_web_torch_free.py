@@ -1,4 +1,4 @@
-"""The web process never imports torch (STYLE.md point 1): checked in a fresh interpreter, after
+"""The web process never imports torch (docs/architecture.md, "Layers"): checked in a fresh interpreter, after
 ``create_app()`` and again after every route in the URL map has been exercised
 (``tests/web/torch_free_probe.py``)."""
 
