@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bmcore.imaging import StudyRef
 from bmcore.training.config import TrainConfig
 
-if TYPE_CHECKING:
-    from bmcore.experiments.training import PreparedData
+if TYPE_CHECKING:  # type hints only: these modules import torch, and this one stays torch-free
+    from bmcore.data.dataset import CachedCase
     from bmcore.training.loop import EpochCallback
 
 Progress = Callable[[float, str], None]
@@ -40,6 +41,18 @@ class Tracking:
 
 
 UNTRACKED = Tracking(enabled=False)
+
+
+@dataclass
+class PreparedData:
+    """Studies split by patient, training and validation studies cached (test studies untouched)."""
+
+    refs: list[StudyRef]
+    split: dict
+    train_cases: list[CachedCase]
+    val_cases: list[CachedCase]
+    test_refs: list[StudyRef] = field(default_factory=list)
+    val_refs: list[StudyRef] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ geometry after training (lesion-wise Dice decides the registry's ``champion``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bmcore import imaging
@@ -15,22 +15,12 @@ from bmcore.config import get_settings
 from bmcore.data.dataset import CachedCase, prepare_case
 from bmcore.data.split import lesion_free_patients, save_split, split_studies
 from bmcore.evaluation.evaluate import evaluate_studies
-from bmcore.experiments.request import Progress, TrainRequest
+from bmcore.experiments.request import PreparedData, Progress, TrainRequest
 from bmcore.inference import load_predictor
 from bmcore.training import distributed
 from bmcore.training.config import TrainConfig
 from bmcore.training.loop import TrainResult, fit
 from bmcore.training.parts import TrainingParts, build_training_parts
-
-
-@dataclass
-class PreparedData:
-    refs: list[imaging.StudyRef]
-    split: dict
-    train_cases: list[CachedCase]
-    val_cases: list[CachedCase]
-    test_refs: list[imaging.StudyRef] = field(default_factory=list)
-    val_refs: list[imaging.StudyRef] = field(default_factory=list)
 
 
 def prepare_data(

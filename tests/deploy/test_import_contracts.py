@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp  # import-linter's graph builder
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,3 +66,42 @@ def test_a_planted_breach_is_reported(copy_of_packages, module, planted, contrac
     assert result.returncode != 0
     broken = [line for line in result.stdout.splitlines() if line.rstrip().endswith("BROKEN")]
     assert any(contract in line for line in broken), result.stdout[-3000:]
+
+
+def import_cycles(graph) -> list[list[str]]:
+    """The strongly connected groups of two or more modules (Tarjan), type-checking imports included."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_back():
+    graph = grimp.build_graph("bmcore", "services", cache_dir=None)
+    assert import_cycles(graph) == []
+    graph.add_import(importer="bmcore.config", imported="bmcore.jobs.lifecycle")  # the check can fail
+    assert any("bmcore.config" in group for group in import_cycles(graph))
