@@ -1,7 +1,8 @@
 """The web process: ``create_app()`` with two blueprints, ``dashboard`` (HTML, session cookie) and ``api``
 (JSON under ``/api/v1``, bearer tokens), plus the open ``/healthz``.
 
-The web never imports torch: it validates, writes rows and queues tasks by name (docs/architecture.md, "Style principles").
+The web never imports torch: it validates, writes rows and queues tasks by name
+(docs/architecture.md, "Style principles").
 Run it with ``flask --app services.web run`` or ``gunicorn 'services.web:create_app()'``.
 """
 
