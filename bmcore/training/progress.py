@@ -1,7 +1,8 @@
 """Training progress on stderr, drawn by rich, and the rule that keeps error lines off a bar's line.
 
 rich draws a live bar only on a terminal, redrawing it in place with no newline after it; to a pipe or a
-log file it writes nothing until the bar stops, then one finished line. A bar is always stopped (it is a
+log file (a worker's log, ``bmseg train 2>log``) the bar writes one whole line per epoch instead, and the
+finished bar when it stops. A bar is always stopped (it is a
 context manager) before the error that ended its run is printed. A process that dies outright cannot stop
 its bar: whoever reports that death (the launcher, another rank) calls :func:`start_fresh_line` first.
 Torch-free.
@@ -22,6 +23,7 @@ class EpochBar:
     """
 
     def __init__(self, description: str, epochs: int, done: int = 0, enabled: bool = True) -> None:
+        self._description, self._epochs, self._done, self._enabled = description, epochs, done, enabled
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -47,6 +49,10 @@ class EpochBar:
         """One more epoch done; ``figures`` (name: value) are shown after the bar."""
         shown = "  ".join(f"{name} {value:.3f}" for name, value in figures.items())
         self._progress.update(self._task, advance=1, figures=shown)
+        self._done += 1
+        console = self._progress.console
+        if self._enabled and not (console.is_terminal and not console.is_dumb_terminal):
+            console.print(f"{self._description} epoch {self._done}/{self._epochs}  {shown}", highlight=False)
 
 
 def start_fresh_line() -> None:

@@ -6,6 +6,7 @@ and must be reported by name.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -105,3 +106,33 @@ def test_no_module_imports_itself_back():
     assert import_cycles(graph) == []
     graph.add_import(importer="bmcore.config", imported="bmcore.jobs.lifecycle")  # the check can fail
     assert any("bmcore.config" in group for group in import_cycles(graph))
+
+
+def imports_without_a_reason(source: str) -> list[int]:
+    """Lines of function-level imports with no ``# lazy: <reason>`` on them or on the lines just above."""
+    lines = source.splitlines()
+    missing = []
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            above = node.lineno - 1
+            while above > 0 and lines[above - 1].strip().startswith(("#", "from ", "import ")):
+                above -= 1
+            if not any("# lazy:" in line for line in lines[above : node.end_lineno]):
+                missing.append(node.lineno)
+    return missing
+
+
+def test_every_function_level_import_says_why_it_is_lazy():
+    missing = [
+        f"{path.relative_to(REPO)}:{line}"
+        for package in ("bmcore", "services")
+        for path in sorted((REPO / package).rglob("*.py"))
+        for line in imports_without_a_reason(path.read_text())
+    ]
+    assert missing == []
+    assert imports_without_a_reason("def f():\n    import torch\n") == [2]
+    assert imports_without_a_reason("def f():\n    import torch  # lazy: keeps the web torch-free\n") == []

@@ -44,3 +44,17 @@ def test_web_process_never_imports_torch(app, users, stored_study, fake_segment,
     exercised = {(method, path.split("?")[0]) for method, path, _status in report["routes"]}
     rules = sum(len(rule.methods - {"HEAD", "OPTIONS"}) for rule in app.url_map.iter_rules())
     assert len(exercised) == rules
+
+
+def test_web_start_loads_neither_mlflow_nor_matplotlib():
+    """A gunicorn worker's boot stays light: MLflow and matplotlib load when a page needs them."""
+    code = (
+        "import sys; from services.web import create_app; create_app(); "
+        "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"

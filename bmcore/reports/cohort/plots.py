@@ -1,7 +1,8 @@
 """The cohort report's PNG plots, drawn from a summary (:mod:`bmcore.reports.cohort.summary`).
 
 matplotlib is used through ``Figure`` objects only (no pyplot state), so plots can be drawn in a threaded
-web server.
+web server; it is imported when a plot is drawn (about 90 modules and a second of start-up that the web
+process, which imports this package, should not pay at boot).
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from bmcore import imaging
 from bmcore.data.split import SIDES
@@ -48,11 +46,15 @@ DPI = 90
 
 
 def _figure(width: float = 6.2, height: float = 3.5):
+    from matplotlib.figure import Figure  # lazy: matplotlib only when a plot is drawn, not at web start
+
     figure = Figure(figsize=(width, height), dpi=DPI)
     return figure, figure.subplots()
 
 
 def _integer_axis(axis, which: str = "y") -> None:
+    from matplotlib.ticker import MaxNLocator  # lazy: as in _figure
+
     (axis.yaxis if which == "y" else axis.xaxis).set_major_locator(MaxNLocator(integer=True))
 
 
@@ -220,6 +222,9 @@ def choose_sample(summary: dict) -> str | None:
 
 def plot_modality_slices(ref: imaging.StudyRef, path: Path, max_voxels: int | None = None) -> dict[str, Any]:
     """One axial slice per modality (the one with most tumour) and the label over T1ce; returns where."""
+    from matplotlib.colors import ListedColormap  # lazy: as in _figure
+    from matplotlib.figure import Figure
+
     present = tuple(m for m in imaging.MODALITIES if m in ref.images and ref.images[m].exists())
     volume = imaging.load_study(ref, modalities=present, max_voxels=max_voxels)
     depth = volume.image.shape[3]
@@ -263,6 +268,8 @@ def plot_lesion_volumes(visits: Sequence[Mapping[str, Any]], path: str | Path) -
 
     ``visits``: ``[{"label": "A", "volumes_ml": [..]}, ...]`` in time order.
     """
+    from matplotlib.ticker import FuncFormatter  # lazy: as in _figure
+
     figure, axis = _figure(7.4, 3.2)
     x = np.arange(len(visits))
     totals, every = [], []
