@@ -30,20 +30,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from bmcore import imaging, metrics
 from bmcore.data.preprocess import brain_mask, normalize, probabilities_to_native, resize_image
+from bmcore.metrics import LESION_COLUMNS
 from bmcore.models import load_checkpoint
 from bmcore.tracking import resolve_model
 from bmcore.training.parts import resolve_device
 
-LESION_COLUMNS = (
-    "lesion_id",
-    "voxels",
-    "volume_ml",
-    "diameter_mm",
-    "centroid_x_mm",
-    "centroid_y_mm",
-    "centroid_z_mm",
-    "labels",
-)
 PRECISIONS = ("auto", "fp32", "bf16")
 BatchCallback = Callable[[int, int], None]
 

@@ -30,6 +30,7 @@ from bmcore.metrics.labels import LABELS, REGIONS, STRUCTURES, Spacing, region_m
 from bmcore.metrics.lesions import (
     DIAMETER_BIN_NAMES,
     DIAMETER_BINS_MM,
+    LESION_COLUMNS,
     LESION_COUNT_KEYS,
     MIN_LESION_VOXELS,
     Lesion,
@@ -62,6 +63,7 @@ __all__ = [
     "find_lesions",
     "hd95",
     "label_components",
+    "LESION_COLUMNS",
     "lesion_rows",
     "lesion_wise_metrics",
     "overlap_scores",

@@ -200,6 +200,19 @@ def lesion_wise_metrics(
     return _lesion_summary(scores, n_pred - len(claimed))
 
 
+# The lesion table's columns (``<study>_lesions.csv``), in order: a contract (docs/design.md §5).
+LESION_COLUMNS = (
+    "lesion_id",
+    "voxels",
+    "volume_ml",
+    "diameter_mm",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "labels",
+)
+
+
 def lesion_rows(
     labels: np.ndarray, spacing: Spacing, to_world: Callable[[np.ndarray], np.ndarray] | None = None
 ) -> list[dict]:

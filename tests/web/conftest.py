@@ -27,20 +27,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bmcore.metrics import LESION_COLUMNS
+
 WEB_REDIS_URL = os.environ.get("BMSEG_TEST_WEB_REDIS_URL", "redis://127.0.0.1:6379/14")
 PASSWORD = "correct-horse-battery"
 SHAPE = (32, 32, 16)
 SPACING = (1.5, 1.5, 3.0)
-LESION_COLUMNS = (
-    "lesion_id",
-    "voxels",
-    "volume_ml",
-    "diameter_mm",
-    "centroid_x_mm",
-    "centroid_y_mm",
-    "centroid_z_mm",
-    "labels",
-)
 FIELD_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
 
 
