@@ -70,6 +70,8 @@ def with_train_options(
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         signature = inspect.signature(command, eval_str=True)
         parameters = list(signature.parameters.values())
+        if "train_options" not in signature.parameters:
+            raise TypeError(f"{command.__name__} needs a train_options parameter for its training options")
         at = [p.name for p in parameters].index("train_options")
         parameters[at : at + 1] = options
 
