@@ -107,19 +107,23 @@ def mlflow_compare_link(base_url: str, run_ids: list[str], experiment_ids: list[
 # ------------------------------------------------------------------------------------------ jobs
 
 
+JOB_SUMMARY_FIELDS = (
+    "id",
+    "type",
+    "status",
+    "progress",
+    "message",
+    "created_at",
+    "finished_at",
+    "study_id",
+    "owner_id",
+)
+
+
 def job_summary(job: Job) -> dict[str, Any]:
-    """The fields a job list shows."""
-    return {
-        "id": job.id,
-        "type": job.type,
-        "status": job.status,
-        "progress": job.progress,
-        "message": job.message,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "study_id": job.study_id,
-        "owner_id": job.owner_id,
-    }
+    """The fields a job list shows: a subset of :func:`bmcore.jobs.search.job_to_dict`."""
+    full = job_to_dict(job)
+    return {name: full[name] for name in JOB_SUMMARY_FIELDS}
 
 
 def job_detail(session: Session, job: Job, mlflow_ui_url: str) -> dict[str, Any]:
