@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     # Input limits, checked before any voxel data is read.
     max_voxels: int = 400 * 400 * 400
     max_upload_bytes: int = 512 * 1024 * 1024
-    # Longest job we expect (seconds); the Redis visibility timeout is set above it.
+    # A job's hard time limit (seconds), enforced by the runner: past it the job fails once with the reason.
+    # The Redis visibility timeout is set above it, so a running job is never delivered twice.
     max_job_seconds: int = 48 * 3600
     # A running job's worker touches ``heartbeat_at`` this often; a job silent for ``stale_after_seconds``
     # lost its worker and is re-queued (or failed after ``max_attempts``) by the reaper, which every
@@ -43,6 +44,27 @@ class Settings(BaseSettings):
     # lock that pair out until the window ends (HTTP 429).
     sign_in_max_failures: int = 10
     sign_in_window_seconds: int = 300
+    # Sessions and tokens (docs/permissions.md): a dashboard session lasts this long unless signed out;
+    # an API token expires after the default unless its creator asks for another term up to the maximum.
+    session_hours: int = 12
+    token_default_days: int = 90
+    token_max_days: int = 365
+    # Registry aliases that mark a version approved for clinical segmentation (clinicians use only these).
+    approval_aliases: list[str] = ["champion"]
+    # Per-user bounds on the job service: queued + running jobs at once (HTTP 429 beyond), request bodies.
+    max_active_jobs_per_user: int = 20
+    max_json_bytes: int = 64 * 1024
+    # Web uploads: a voxel cap below the worker's ``max_voxels``, checked from each header before reading.
+    max_upload_voxels: int = 256 * 256 * 256
+    # Bounds of a queued job's training parameters (bmcore.jobs.train_params); the CLI's local commands
+    # (bmseg train) are not bounded by these.
+    max_epochs: int = 1000
+    max_batch_size: int = 256
+    max_image_size: int = 512
+    max_base_channels: int = 128
+    max_depth: int = 6
+    max_num_workers: int = 16
+    max_samples_per_epoch: int = 1_000_000
 
     @model_validator(mode="after")
     def _fill_defaults_and_refuse_unsafe(self) -> Settings:

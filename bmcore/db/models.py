@@ -1,135 +1,58 @@
-"""The database tables: users and their API tokens, patients and studies, jobs with their events and results.
+"""The clinical and job tables: patients and studies, jobs with their events and results.
 
 The job row is the truth about a job (docs/design.md §6); Celery's result backend is only a courier.
-Every timestamp is timezone-aware UTC on every backend: SQLite stores naive UTC text and
-``UTCDateTime`` attaches the zone again on the way out; PostgreSQL stores ``timestamptz``.
+Users, groups and keys live in :mod:`bmcore.db.users`, data sets and alias moves in
+:mod:`bmcore.db.governance`; the shared base and the UTC timestamp type in :mod:`bmcore.db.base`.
 The schema itself is owned by Alembic (``migrations/``, see :mod:`bmcore.db.session`).
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
-    Dialect,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+
+from bmcore.db.base import Base, UTCDateTime, new_job_id, utcnow
+
+if TYPE_CHECKING:
+    from bmcore.db.users import Group
 
 JOB_TYPES = ("train", "evaluate", "segment", "sweep", "crossval")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 EVENT_LEVELS = ("debug", "info", "warning", "error")
 
-# Named constraints, so Alembic can drop and batch-alter them on SQLite as well.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_N_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(UTC)
-
-
-def new_job_id() -> str:
-    """A fresh job id: 32 lowercase hex digits (uuid4)."""
-    return uuid.uuid4().hex
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """``DateTime(timezone=True)`` that always hands back aware UTC datetimes.
-
-    Naive datetimes are refused on the way in: a naive local time stored as UTC is a silent bug.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(
-                f"naive datetime {value.isoformat()} refused: use an aware UTC datetime (utcnow())"
-            )
-        value = value.astimezone(UTC)
-        # SQLite keeps no zone: store naive UTC text, which also sorts chronologically.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
-
-    def __repr__(self) -> str:
-        return f"User(id={self.id!r}, email={self.email!r})"
-
-
-class ApiToken(Base):
-    """A bearer token; only its sha256 hex digest is stored."""
-
-    __tablename__ = "api_tokens"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-
-    user: Mapped[User] = relationship(back_populates="tokens")
-
-    def __repr__(self) -> str:
-        return f"ApiToken(id={self.id!r}, user_id={self.user_id!r}, name={self.name!r})"
-
 
 class Patient(Base):
     """A patient, known only by a pseudonym (e.g. the 6-digit UCSF-BMSR number)."""
 
     __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("group_id", "pseudonym"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    pseudonym: Mapped[str] = mapped_column(String(64), unique=True)
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    # The group that owns the patient; a pseudonym is unique within its group only (docs/permissions.md).
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="RESTRICT"), index=True)
     primary_cancer: Mapped[str | None] = mapped_column(String(100), nullable=True)
     clinical: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     studies: Mapped[list[Study]] = relationship(back_populates="patient")
+    group: Mapped[Group] = relationship()
 
     def __repr__(self) -> str:
         return f"Patient(id={self.id!r}, pseudonym={self.pseudonym!r})"

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bmcore.db import Patient
+from bmcore.db.groups import DEFAULT_GROUP, group_named
 from bmcore.patients.fields import (
     ID_FIELD,
     MAX_PSEUDONYM,
@@ -119,7 +120,8 @@ def import_metadata(
     source = path.name
     headers, rows = _read_rows(path)
     mapping = map_columns(headers, column_map, allow_extra, source)
-    patients = {p.pseudonym: p for p in session.scalars(select(Patient))}
+    group = group_named(session, DEFAULT_GROUP)
+    patients = {p.pseudonym: p for p in session.scalars(select(Patient).where(Patient.group_id == group.id))}
     planned = _plan_rows(rows, mapping, patients, source)
     missing = [row.text for row in planned if row.patient is None]
     if missing and not create_missing:
@@ -189,7 +191,7 @@ def _write_row(session: Session, row: _PlannedRow, report: ImportReport) -> None
     """One planned row onto its patient (created when missing), counted in ``report``."""
     patient, clinical = row.patient, row.clinical
     if patient is None:
-        patient = Patient(pseudonym=row.text, clinical={})
+        patient = Patient(pseudonym=row.text, clinical={}, group=group_named(session, DEFAULT_GROUP))
         session.add(patient)
         report.created.append(row.text)
     else:
@@ -218,14 +220,15 @@ def import_cohort_json(session: Session, data_dir: str | Path) -> ImportReport:
             raise TypeError("patients is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MetadataError(f"{path}: not a synthetic cohort's cohort.json ({exc})") from None
-    existing = {p.pseudonym: p for p in session.scalars(select(Patient))}
+    group = group_named(session, DEFAULT_GROUP)
+    existing = {p.pseudonym: p for p in session.scalars(select(Patient).where(Patient.group_id == group.id))}
     report = ImportReport(source=str(path), rows=len(listed), columns={"patients": "cohort.json"})
     try:
         for pseudonym, record in listed.items():
             primary = normalize_primary((record or {}).get("primary_cancer"))
             patient = existing.get(str(pseudonym))
             if patient is None:
-                patient = Patient(pseudonym=str(pseudonym), clinical={})
+                patient = Patient(pseudonym=str(pseudonym), clinical={}, group=group)
                 session.add(patient)
                 report.created.append(str(pseudonym))
             else:

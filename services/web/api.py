@@ -71,7 +71,7 @@ def _created(body: dict[str, Any], status: int, location: str):
 def me():
     """The token's user"""
     user = g.user
-    return jsonify(id=user.id, email=user.email, is_admin=bool(user.is_admin))
+    return jsonify(id=user.id, email=user.email, is_admin=bool(user.is_admin), role=user.role)
 
 
 # ------------------------------------------------------------------------------------------ studies

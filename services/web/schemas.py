@@ -43,6 +43,7 @@ class Me(BaseModel):
     id: int
     email: str
     is_admin: bool
+    role: str
 
 
 # ------------------------------------------------------------------------------------------ studies

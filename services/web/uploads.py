@@ -39,7 +39,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from bmcore.db import Patient, Study
+from bmcore.db import Patient, Study, User
+from bmcore.db.groups import DEFAULT_GROUP, group_named, personal_group
 from bmcore.imaging import (
     BRATS_SUFFIX,
     MODALITIES,
@@ -298,9 +299,13 @@ def register_study(
     """The study's row (and its patient's, when new), committed; on failure the folder is removed."""
     stored = staged.stored
     try:
-        patient = session.scalars(select(Patient).where(Patient.pseudonym == patient_id)).one_or_none()
+        owner = session.get(User, owner_id) if owner_id is not None else None
+        group = personal_group(session, owner) if owner is not None else group_named(session, DEFAULT_GROUP)
+        patient = session.scalars(
+            select(Patient).where(Patient.pseudonym == patient_id, Patient.group_id == group.id)
+        ).one_or_none()
         if patient is None:
-            patient = Patient(pseudonym=patient_id)
+            patient = Patient(pseudonym=patient_id, group=group)
             session.add(patient)
         study = Study(
             patient=patient,

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from bmcore.db import (
     ApiToken,
+    Group,
     Job,
     JobEvent,
     Patient,
@@ -52,7 +53,7 @@ def _study(patient: Patient, uid: str = "100101A") -> Study:
 def test_rows_and_relationships(db_session, migrated_db_url):
     user = User(email="ana@example.org", password_hash="x")
     token = ApiToken(user=user, name="cli", token_hash=hashlib.sha256(b"secret").hexdigest())
-    patient = Patient(pseudonym="100101", primary_cancer="lung")
+    patient = Patient(pseudonym="100101", primary_cancer="lung", group=Group(name="lab"))
     study = _study(patient)
     db_session.add_all([user, token, study])
     db_session.commit()
@@ -73,7 +74,7 @@ def test_rows_and_relationships(db_session, migrated_db_url):
 
 def test_json_round_trip(db_session, migrated_db_url):
     clinical = {"age": 61, "sex": "F", "lesions": [1, 2.5, None], "nested": {"ok": True, "note": "é ü"}}
-    patient = Patient(pseudonym="BraTS-MET-00001", clinical=clinical)
+    patient = Patient(pseudonym="BraTS-MET-00001", clinical=clinical, group=Group(name="lab"))
     study = _study(patient, "BraTS-MET-00001-000")
     job = Job(type="train", params={"arch": "unet", "epochs": 3, "lr": 1e-3, "modalities": ["t1", "t1c"]})
     db_session.add_all([patient, study, job])
@@ -128,10 +129,10 @@ def test_datetimes_sort_chronologically(db_session):
 @pytest.mark.parametrize(
     "make_duplicates",
     [
-        lambda: [User(email="a@b.c", password_hash="x"), User(email="a@b.c", password_hash="y")],
-        lambda: [Patient(pseudonym="100101"), Patient(pseudonym="100101")],
-        lambda: [_study(Patient(pseudonym="1")), _study(Patient(pseudonym="2"))],
-        lambda: [
+        lambda lab: [User(email="a@b.c", password_hash="x"), User(email="a@b.c", password_hash="y")],
+        lambda lab: [Patient(pseudonym="100101", group=lab), Patient(pseudonym="100101", group=lab)],
+        lambda lab: [_study(Patient(pseudonym="1", group=lab)), _study(Patient(pseudonym="2", group=lab))],
+        lambda lab: [
             ApiToken(user=User(email="u@b.c", password_hash="x"), name="a", token_hash="0" * 64),
             ApiToken(user=User(email="v@b.c", password_hash="x"), name="b", token_hash="0" * 64),
         ],
@@ -139,9 +140,30 @@ def test_datetimes_sort_chronologically(db_session):
     ids=["user-email", "patient-pseudonym", "study-uid", "token-hash"],
 )
 def test_unique_constraints(db_session, make_duplicates):
-    db_session.add_all(make_duplicates())
+    db_session.add_all(make_duplicates(Group(name="lab")))
     with pytest.raises(IntegrityError):
         db_session.commit()
+
+
+def test_a_pseudonym_is_unique_per_group_only(db_session):
+    """The same pseudonym in two groups is two patients (issue #16: one group's upload never attaches to
+    another's patient)."""
+    db_session.add_all([Patient(pseudonym="pat-a", group=Group(name=name)) for name in ("lab-a", "lab-b")])
+    db_session.commit()
+    rows = db_session.scalars(select(Patient).where(Patient.pseudonym == "pat-a")).all()
+    assert sorted(p.group.name for p in rows) == ["lab-a", "lab-b"]
+
+
+def test_a_patient_needs_a_group(db_session):
+    db_session.add(Patient(pseudonym="orphan"))
+    with pytest.raises(IntegrityError):
+        db_session.commit()
+
+
+def test_roles_are_validated():
+    assert User(email="a@b.c", password_hash="x", is_admin=True).role == "admin"
+    with pytest.raises(ValueError, match="unknown role"):
+        User(email="a@b.c", password_hash="x", role="root")
 
 
 def test_one_result_per_job(db_session, migrated_db_url):
@@ -192,9 +214,9 @@ def test_job_fields_are_validated(fields, message):
 
 def test_session_scope_commits_and_rolls_back(migrated_db_url):
     with session_scope(migrated_db_url) as session:
-        session.add(Patient(pseudonym="kept"))
+        session.add(Patient(pseudonym="kept", group=Group(name="lab")))
     with pytest.raises(RuntimeError), session_scope(migrated_db_url) as session:
-        session.add(Patient(pseudonym="dropped"))
+        session.add(Patient(pseudonym="dropped", group=Group(name="other")))
         session.flush()
         raise RuntimeError("boom")
     with session_scope(migrated_db_url) as session:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from bmcore.db import Patient, init_db, make_engine
+from bmcore.db.groups import DEFAULT_GROUP, group_named
 from bmcore.patients import (
     MetadataError,
     apply_patient_update,
@@ -32,8 +33,9 @@ def session(sqlite_url):
     engine = make_engine(sqlite_url)
     factory = sessionmaker(bind=engine, expire_on_commit=False)
     with factory() as session:
+        group = group_named(session, DEFAULT_GROUP)
         for pseudonym in ("100101", "100102", "00007"):
-            session.add(Patient(pseudonym=pseudonym, clinical={"note_kept": "yes"}))
+            session.add(Patient(pseudonym=pseudonym, clinical={"note_kept": "yes"}, group=group))
         session.commit()
     yield factory
     engine.dispose()
