@@ -25,6 +25,28 @@ from services.web.common import WebError
 # Job parameters that may name an uploaded study's folder.
 PATH_PARAMS = ("data", "study_dir", "split", "model")
 
+# What each role may do (docs/permissions.md); every check of a role goes through ``can``/``require``.
+ACTIONS = ("view", "upload", "segment", "train", "evaluate", "sweep", "crossval", "promote", "manage")
+ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    "clinician": frozenset({"view", "upload", "segment"}),
+    "researcher": frozenset({"view", "upload", "segment", "train", "evaluate", "sweep", "crossval"}),
+    "admin": frozenset(ACTIONS),
+}
+
+
+def can(user: User, action: str) -> bool:
+    """Whether ``user``'s role allows ``action`` (one of ``ACTIONS``); a disabled user may do nothing."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    return not user.disabled and action in ROLE_ACTIONS.get(user.role, frozenset())
+
+
+def require(user: User, action: str) -> None:
+    """403 unless ``user`` may ``action``; the message names the role that may."""
+    if not can(user, action):
+        allowed = [role for role, actions in ROLE_ACTIONS.items() if action in actions]
+        raise WebError(403, f"your role ({user.role}) may not {action}; that needs: {', '.join(allowed)}")
+
 
 def can_see(user: User, owner_id: int | None) -> bool:
     """Admins see everything; others see what they own (rows without an owner are admin-only)."""
