@@ -1,11 +1,15 @@
 """Who is asking: dashboard sessions (cookie, CSRF token per session) and API bearer tokens.
 
-Dashboard: a signed Flask session cookie (HttpOnly, SameSite=Lax) carries the user id; every POST must
-echo the session's CSRF token (flask-wtf's ``CSRFProtect``) in the form field ``csrf_token`` or the
-``X-CSRF-Token`` header. The check runs in :func:`load_dashboard_user`, after strangers were sent to the
-sign-in page; the API, on bearer tokens, is exempt. Sign-in attempts are throttled by
-:mod:`services.web.throttle`.
-API: ``Authorization: Bearer <token>``, checked against ``ApiToken.token_hash`` (sha256).
+Dashboard: a signed Flask session cookie (HttpOnly, SameSite=Lax) carries only a random session key;
+the user is the one of the live ``WebSession`` row stored under that key's sha256
+(:func:`bmcore.accounts.session_user`).
+Signing out deletes the row, as do a password change and disabling the account, so a cookie captured
+earlier is refused server-side (sent to the sign-in page). Every POST must echo the session's CSRF token
+(flask-wtf's ``CSRFProtect``) in the form field ``csrf_token`` or the ``X-CSRF-Token`` header. The check
+runs in :func:`load_dashboard_user`, after strangers were sent to the sign-in page; the API, on bearer
+tokens, is exempt. Sign-in attempts are throttled by :mod:`services.web.throttle`.
+API: ``Authorization: Bearer <token>``, checked against ``ApiToken.token_hash`` (sha256); expired tokens
+and disabled accounts answer 401 (:func:`bmcore.accounts.check_token`).
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from flask import Blueprint, Flask, g, jsonify, redirect, request, session, url_
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import BadRequest
 
-from bmcore.accounts import verify_token
+from bmcore.accounts import TokenRefused, check_token, end_session, session_user, start_session
 from bmcore.db import User
 from services.web.common import db
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_REFUSED = "the form has expired or did not come from this site; reload the page and try again"
+# The one thing the session cookie says about the user: the key of their WebSession row.
+SESSION_KEY = "session_key"
 # Dashboard endpoints reachable without a session.
 SIGN_IN_ENDPOINT = "dashboard.sign_in"
 PUBLIC_DASHBOARD_ENDPOINTS = frozenset({SIGN_IN_ENDPOINT})
@@ -55,14 +61,20 @@ def check_csrf() -> None:
 
 
 def sign_in_user(user: User) -> None:
-    """Start a fresh session for ``user`` (a new CSRF token too: no session fixation)."""
+    """Start a fresh session for ``user``: a new ``WebSession`` row whose key the cookie carries (a new
+    CSRF token too: no session fixation)."""
+    key = start_session(db(), user)
     session.clear()
     session.permanent = True
-    session["user_id"] = user.id
+    session[SESSION_KEY] = key
     g.pop(CSRF_FIELD, None)  # the next page gets a new CSRF token
 
 
 def sign_out_user() -> None:
+    """End the session server-side (its row deleted: the cookie is refused even if replayed)."""
+    key = session.get(SESSION_KEY)
+    if isinstance(key, str):
+        end_session(db(), key)
     session.clear()
 
 
@@ -85,10 +97,10 @@ def safe_next(target: str | None) -> str | None:
 def load_dashboard_user():
     """Dashboard ``before_request``: load the session's user; send strangers to the sign-in page;
     check the CSRF token of every POST (of the sign-in form too)."""
-    user_id = session.get("user_id")
-    user = db().get(User, user_id) if isinstance(user_id, int) else None
-    if user_id is not None and user is None:
-        session.clear()  # the account was deleted
+    key = session.get(SESSION_KEY)
+    user = session_user(db(), key) if isinstance(key, str) else None
+    if user is None and (key is not None or "user_id" in session):
+        session.clear()  # signed out, expired, disabled or deleted elsewhere; or a cookie of old
     g.user = user
     if request.endpoint == SIGN_IN_ENDPOINT and request.method == "POST":
         check_csrf()  # then the view, behind the sign-in limit
@@ -112,10 +124,10 @@ def load_api_user():
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    user = verify_token(db(), token.strip())
-    if user is None:
-        return _unauthorized("invalid or revoked token")
-    g.user = user
+    try:
+        g.user = check_token(db(), token.strip())
+    except TokenRefused as refused:
+        return _unauthorized(str(refused))
     return None
 
 

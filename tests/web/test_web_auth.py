@@ -5,23 +5,27 @@ tokens for the API, session cookies with CSRF tokens for the dashboard; accounts
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bmcore.accounts import (
     authenticate,
     create_token,
     create_user,
+    disable_user,
     hash_token,
     revoke_token,
     set_password,
     verify_token,
 )
-from bmcore.db import ApiToken, Job, User
+from bmcore.config import get_settings
+from bmcore.db import ApiToken, Job, User, WebSession, session_scope, utcnow
 
 from .conftest import PASSWORD, form_csrf, sign_in
 
+SESSION_COOKIE = "bmseg_session"
 OPEN_ENDPOINTS = {"static", "healthz", "dashboard.sign_in"}
 SAMPLE_VALUES = {"job_id": "0" * 32, "study_id": 1, "name": "curves", "filename": "app.css", "patient_id": 1}
 
@@ -182,6 +186,88 @@ def test_a_deleted_account_loses_its_session(signed_in, db_session, users):
     db_session.delete(db_session.get(User, users.alice.id))
     db_session.commit()
     assert signed_in.get("/jobs").status_code == 302
+
+
+def _replay(app, cookie: str):
+    """A second browser that presents a captured session cookie."""
+    other = app.test_client()
+    other.set_cookie(SESSION_COOKIE, cookie)
+    return other
+
+
+def test_the_cookie_carries_only_a_session_key(app, signed_in, db_session, users):
+    cookie = signed_in.get_cookie(SESSION_COOKIE).value
+    data = app.session_interface.get_signing_serializer(app).loads(cookie)
+    assert set(data) <= {"session_key", "csrf_token", "_permanent"} and "user_id" not in data
+    stored = db_session.scalars(select(WebSession)).one()
+    assert stored.user_id == users.alice.id and stored.id == hash_token(data["session_key"])
+
+
+def test_a_cookie_captured_before_sign_out_is_refused_after_it(app, signed_in, db_session):
+    cookie = signed_in.get_cookie(SESSION_COOKIE).value
+    assert _replay(app, cookie).get("/jobs").status_code == 200
+    assert signed_in.post("/sign-out", data={"csrf_token": signed_in.csrf}).status_code == 303
+
+    replayed = _replay(app, cookie)
+    response = replayed.get("/jobs")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/sign-in")
+    assert replayed.get("/jobs.json").status_code in (302, 401)
+    assert db_session.scalar(select(func.count()).select_from(WebSession)) == 0
+
+
+def test_a_cookie_is_refused_after_a_password_change(app, signed_in, users):
+    cookie = signed_in.get_cookie(SESSION_COOKIE).value
+    other = app.test_client()
+    sign_in(other, users.bob.email)
+    set_password_of(app, users.alice.email, "a-brand-new-password")
+    assert _replay(app, cookie).get("/jobs").status_code == 302
+    assert signed_in.get("/jobs").status_code == 302
+    assert other.get("/jobs").status_code == 200  # bob's session lives on
+
+
+def test_an_expired_session_sends_the_user_to_sign_in(signed_in, db_session):
+    for record in db_session.scalars(select(WebSession)):
+        record.expires_at = utcnow() - timedelta(seconds=1)
+    db_session.commit()
+    assert signed_in.get("/jobs").status_code == 302
+    assert db_session.scalar(select(func.count()).select_from(WebSession)) == 0
+
+
+def test_a_disabled_user_loses_session_and_token_and_cannot_sign_in(app, signed_in, client, api, users):
+    cookie = signed_in.get_cookie(SESSION_COOKIE).value
+    assert client.get("/api/v1/me", headers=api["alice"]).status_code == 200
+    with session_scope(app.config["DATABASE_URL"]) as session:
+        disable_user(session, users.alice.email)
+
+    assert _replay(app, cookie).get("/jobs").status_code == 302
+    response = client.get("/api/v1/me", headers=api["alice"])
+    assert response.status_code == 401 and response.json == {"error": "account disabled"}
+    fresh = app.test_client()
+    response = sign_in(fresh, users.alice.email)
+    assert response.status_code == 401 and "Wrong e-mail or password." in response.text
+    assert fresh.get("/jobs").status_code == 302
+    assert client.get("/api/v1/me", headers=api["bob"]).status_code == 200
+
+
+def test_a_token_past_its_expiry_answers_401(client, api, users, db_session):
+    assert client.get("/api/v1/me", headers=api["alice"]).status_code == 200
+    record = db_session.scalars(select(ApiToken).where(ApiToken.user_id == users.alice.id)).one()
+    record.expires_at = utcnow() - timedelta(seconds=1)
+    db_session.commit()
+    response = client.get("/api/v1/me", headers=api["alice"])
+    assert response.status_code == 401 and response.json == {"error": "token expired"}
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_new_tokens_expire_after_the_default_term(users, db_session):
+    record = db_session.scalars(select(ApiToken).where(ApiToken.user_id == users.alice.id)).one()
+    term = record.expires_at - record.created_at
+    assert abs(term - timedelta(days=get_settings().token_default_days)) < timedelta(minutes=1)
+
+
+def set_password_of(app, email: str, password: str) -> None:
+    with session_scope(app.config["DATABASE_URL"]) as session:
+        set_password(session, email, password)
 
 
 def test_security_headers(client):
