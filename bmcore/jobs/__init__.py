@@ -8,5 +8,6 @@ Modules import one way, each only those listed before it:
 * :mod:`.lifecycle` submit, cancel, claim, progress, finish (torch-free: the web submits through it);
 * :mod:`.reaper` heartbeats and lost workers;
 * :mod:`.parents` sweeps and cross-validation (parent jobs and their steps);
+* :mod:`.supervisor` the job process: a worker's jobs run there, within the hard time limit;
 * :mod:`.runner` what a worker does with a job id.
 """

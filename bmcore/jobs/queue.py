@@ -4,7 +4,9 @@ The submitting side never imports task code: it queues by name (:func:`send_job_
 :func:`send_parent_step`, both through ``celery_client().send_task``).
 Redis settings follow docs/design.md §6: the visibility timeout sits above the longest job in all three
 places, late acks with reject-on-worker-lost, one message prefetched at a time; the attempt counter
-on the job row (``bmcore.jobs.lifecycle.claim_job``) stops a poison job from looping forever.
+on the job row (``bmcore.jobs.lifecycle.claim_job``) stops a poison job from looping forever. The longest
+job is ``settings.max_job_seconds``, a hard limit the worker enforces (:mod:`bmcore.jobs.supervisor`), so
+a message is acknowledged before its visibility timeout ends.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ QUEUE_FOR_TASK: dict[str, str] = {
 PARENT_STEPS = ("start", "check", "recheck")
 
 RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
-# Redis re-delivers an unacknowledged message after this long; keep it above the longest job.
+# Redis re-delivers an unacknowledged message after this long; kept above the hard time limit of a job.
 VISIBILITY_MARGIN_SECONDS = 3600
 # Fail fast at submit time when Redis is unreachable instead of hanging a web request.
 SOCKET_CONNECT_TIMEOUT_SECONDS = 5

@@ -10,7 +10,9 @@ unacknowledged in Redis, and Redis gives it back only after the visibility timeo
   (``claim_job`` counts the new delivery as the next attempt), failed with the reason once its attempts
   are spent, or marked cancelled when a cancel was pending. Each change is one conditional ``UPDATE``,
   so two reapers (one per worker) never both re-queue a job;
-* :func:`start_reaper` — the loop every worker runs in a daemon thread (``services/worker/app.py``).
+* :func:`start_reaper` — the loop every worker runs in a daemon thread (``services/worker/app.py``);
+* :func:`settle_crashed_attempt`, :func:`fail_attempt` — the same decisions, taken at once by a worker
+  whose job process (:mod:`bmcore.jobs.supervisor`) died or was stopped at the job's time limit.
 
 A late duplicate of the lost message is harmless: ``claim_job`` leaves a finished job alone. A training
 job resumes from its ``last.pt`` and MLflow run (``bmcore.jobs.runner.run_train``); when the lost attempt
@@ -21,6 +23,7 @@ registering a second version. Torch-free.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -153,6 +156,17 @@ def reap_job(session: Session, job: Job, stale_after: float, now: datetime) -> R
         Job.attempts == job.attempts,
         or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
     ]
+    return settle_lost_attempt(session, job, reason, still_stale, now)
+
+
+def settle_lost_attempt(
+    session: Session, job: Job, reason: str, where: list[Any], now: datetime | None = None
+) -> Reaped | None:
+    """End an attempt that stopped without recording its outcome (its worker or job process died):
+    cancelled when a cancel was pending, failed with ``reason`` once its attempts are spent, else queued
+    again, its task sent after the commit. One conditional ``UPDATE`` (``where``: still this attempt);
+    None when the row changed meanwhile. Used by the reaper and by :mod:`bmcore.jobs.supervisor`."""
+    now = now or utcnow()
     if job.cancel_requested:
         action, level = "cancelled", "info"
         values = {"status": "cancelled", "finished_at": now, "message": f"cancelled: {reason}"}
@@ -164,7 +178,7 @@ def reap_job(session: Session, job: Job, stale_after: float, now: datetime) -> R
         action, level = "requeued", "warning"
         values = {"status": "queued", "message": f"re-queued: {reason}"}
     changed = session.execute(
-        update(Job).where(*still_stale).values(**values).execution_options(synchronize_session=False)
+        update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
     )
     if changed.rowcount != 1:  # it beat, finished or another reaper took it meanwhile
         session.rollback()
@@ -190,6 +204,64 @@ def reap_job(session: Session, job: Job, stale_after: float, now: datetime) -> R
         log.warning("job %s %s", job.id, problem)
         return Reaped(job.id, "error", problem)
     return Reaped(job.id, action, reason)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``killed by signal 9 (SIGKILL)``, ``exit code 3`` or ``no exit code``."""
+    if exitcode is None:
+        return "no exit code"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-exitcode} ({name})"
+    return f"exit code {exitcode}"
+
+
+def fail_attempt(job_id: str, attempt: int | None, error: str) -> str | None:
+    """Fail attempt ``attempt`` of a job with ``error`` (and an error event) unless the row moved on
+    (finished, or another attempt); ``attempt`` None: only a job still queued. Returns the status."""
+    now = utcnow()
+    where = [Job.id == job_id, Job.status == "queued"]
+    if attempt is not None:
+        where = [Job.id == job_id, Job.status == "running", Job.attempts == attempt]
+    values = {"status": "failed", "finished_at": now, "heartbeat_at": now, "error": error}
+    with session_scope() as session:
+        changed = session.execute(
+            update(Job)
+            .where(*where)
+            .values(**values, message=f"failed: {error}")
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount != 1:
+            session.rollback()
+            job = session.get(Job, job_id)
+            return job.status if job is not None else None
+        session.add(JobEvent(job_id=job_id, level="error", message=f"failed: {error}"))
+        session.commit()
+    return "failed"
+
+
+def settle_crashed_attempt(
+    job_id: str, attempt: int | None, worker_host: str, exitcode: int | None
+) -> str | None:
+    """Settle a job whose job process died (``exitcode``) after claiming attempt ``attempt`` (like a lost
+    worker: re-queued, failed or cancelled), or before claiming it (a queued job is failed); its status."""
+    how = describe_exit(exitcode)
+    log.warning("the job process died running job %s: %s", job_id, how)
+    if attempt is None:  # died before claiming: nothing ran; a row already claimed is the reaper's
+        return fail_attempt(job_id, None, f"job process on {worker_host} died before the job started: {how}")
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != "running" or job.attempts != attempt:
+            return job.status if job is not None else None
+        reason = f"job process on {worker_host} died: {how} (attempt {attempt} of {job.max_attempts})"
+        where = [Job.id == job_id, Job.status == "running", Job.attempts == attempt]
+        settle_lost_attempt(session, job, reason, where)
+        session.expire_all()
+        job = session.get(Job, job_id)
+        return job.status if job is not None else None
 
 
 def start_reaper(interval_seconds: float | None = None) -> threading.Event:

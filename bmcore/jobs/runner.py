@@ -8,6 +8,13 @@ a second) between batches. Errors are recorded as one readable line, the traceba
 A child of a sweep or cross-validation (``parent_id``) tells its parent when it ends
 (:func:`bmcore.jobs.parents.steps.notify_parent`); the parent's own task runs in short steps
 (:func:`run_parent`) and never waits for its children, so one worker consuming both queues cannot deadlock.
+
+The worker's tasks run a job ``isolated``: in the job process (:mod:`bmcore.jobs.supervisor`, a fresh
+interpreter kept warm between jobs, dying with the worker), which enforces the hard time limit
+``settings.max_job_seconds`` the solo pool cannot; a job process that dies is settled like a lost worker.
+Called in-process (the default: tests, tools), a job has no time limit. Parent steps always run
+in-process: they are short. The worker itself never imports torch; the job process warms up with
+:data:`WARM_UP`.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ from bmcore.jobs import lifecycle
 from bmcore.jobs.parents.steps import advance, notify_parent
 from bmcore.jobs.reaper import Heartbeat, registered_version
 from bmcore.jobs.search import get_job, is_cancel_requested
+from bmcore.jobs.supervisor import run_in_job_process
 from bmcore.training.config import TrainConfig
 
 CANCELLED = ("TrainingCancelled", "InferenceCancelled")
+# What the job process imports before it says ready (torch, MLflow), so a job's time limit counts the job.
+WARM_UP = ("bmcore.experiments.tracked", "bmcore.inference", "bmcore.evaluation.evaluate")
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +64,15 @@ def job_dir(job_id: str) -> Path:
     return get_settings().results_dir / "jobs" / job_id
 
 
-def run_job(job_id: str, worker_host: str | None = None) -> str | None:
+def run_job(job_id: str, worker_host: str | None = None, isolated: bool = False) -> str | None:
     """Run one job to its end; returns its final status (None when there was nothing to run).
 
+    ``isolated`` (the worker's tasks): in the job process, within ``settings.max_job_seconds``; the
+    status is then also "queued" when the job process died and the job was queued for another attempt.
     A job with a parent then reports to it, even when it was not run (cancelled before it started).
     """
-    status = _run_job(job_id, worker_host or socket.gethostname())
+    host = worker_host or socket.gethostname()
+    status = run_in_job_process(job_id, host, _run_job, WARM_UP) if isolated else _run_job(job_id, host)
     try:
         notify_parent(job_id)
     except Exception:  # the parent's recheck step catches up; this job's outcome stands
@@ -72,12 +85,16 @@ def run_parent(job_id: str, step: str = "start", worker_host: str | None = None)
     return advance(job_id, step, worker_host or socket.gethostname())
 
 
-def _run_job(job_id: str, worker_host: str) -> str | None:
+def _run_job(job_id: str, worker_host: str, on_claim: Callable[[int], None] | None = None) -> str | None:
+    """Claim, run, record; ``on_claim(attempt)`` once claimed (the job process tells the worker)."""
     with session_scope() as session:
         job = lifecycle.claim_job(session, job_id, worker_host)
         if job is None:
             return None
         job_type, params, run_id, study_id = job.type, dict(job.params), job.mlflow_run_id, job.study_id
+        attempt = job.attempts
+    if on_claim is not None:
+        on_claim(attempt)
 
     def report(fraction: float, message: str) -> None:
         with session_scope() as session:
@@ -134,6 +151,7 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
     champion_eligible = bool(params.pop("champion_eligible", True))
     parent_run_id = params.pop("mlflow_parent_run_id", None)
     params.pop("config_hash", None)
+    params.pop("dataset", None)  # the data set's name (recorded for people); ``data`` holds its path
     params.setdefault("num_workers", 0)
     config = TrainConfig.from_dict(params)
     # A lost attempt that got as far as registering the model: finish without a second registry version.
@@ -259,7 +277,8 @@ def run_evaluate(job_id: str, params: dict, run_id, study_id, progress, should_s
 
     refs = _study_refs(params, study_id)
     if params.get("split"):
-        test_ids = set(load_split(params["split"])["studies"]["test"])
+        split = params["split"]
+        test_ids = set((split if isinstance(split, dict) else load_split(split))["studies"]["test"])
         refs = [r for r in refs if r.study_id in test_ids]
     predictor = load_predictor(params.get("model", "models:/bmseg-unet@champion"))
     result = evaluate_studies(

@@ -1,5 +1,9 @@
 """Thin tasks: a job id in, :func:`bmcore.jobs.runner.run_job`, the row out. Safe to run twice.
 
+Train, evaluate and segment jobs run ``isolated``: in the job process (:mod:`bmcore.jobs.supervisor`),
+which holds the hard time limit ``BMSEG_MAX_JOB_SECONDS`` the solo pool cannot; the task returns
+normally either way, so its message is acknowledged and never delivered again.
+
 Parent jobs (sweep, cross-validation) take a ``step`` as well (``start``, ``check``, ``recheck``): each is
 short and never waits for the children (:mod:`bmcore.jobs.parents`).
 """
@@ -12,17 +16,17 @@ from services.worker.app import app
 
 @app.task(name="bmseg.train")
 def train(job_id: str) -> str | None:
-    return run_job(job_id)
+    return run_job(job_id, isolated=True)
 
 
 @app.task(name="bmseg.evaluate")
 def evaluate(job_id: str) -> str | None:
-    return run_job(job_id)
+    return run_job(job_id, isolated=True)
 
 
 @app.task(name="bmseg.segment")
 def segment(job_id: str) -> str | None:
-    return run_job(job_id)
+    return run_job(job_id, isolated=True)
 
 
 @app.task(name="bmseg.sweep")

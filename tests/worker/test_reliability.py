@@ -582,8 +582,8 @@ def _bytes_of(path: Path) -> bytes:
 @pytest.fixture(scope="module")
 def web(stack):
     app = create_app({"TESTING": True})
-    with session_scope() as session:
-        create_user(session, "alice@example.org", "correct-horse-battery")
+    with session_scope() as session:  # an admin: these jobs name a checkpoint and study folders by path
+        create_user(session, "alice@example.org", "correct-horse-battery", is_admin=True)
         token = create_token(session, "alice@example.org", "reliability")
     return app, {"Authorization": f"Bearer {token}"}
 
