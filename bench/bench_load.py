@@ -7,8 +7,12 @@ on a free port, with a fresh SQLite database in a temporary directory and a dedi
 (``BMSEG_BENCH_LOAD_REDIS_URL``, default ``redis://127.0.0.1:6379/8``; refused when not empty, flushed
 at the end; a private ``redis-server`` when none answers). No worker consumes the queue, so every
 accepted job must be found twice afterwards: as a ``queued`` row and as a message on the ``gpu`` list.
-A bearer token is made with :mod:`bmcore.accounts`. ``--clients`` threads (one keep-alive HTTP session
-each) send ``POST /api/v1/jobs`` (a train job) until ``--jobs`` were sent.
+A researcher's bearer token is made with :mod:`bmcore.accounts`, and an empty folder is registered as the
+data set ``bench-cohort`` (a non-admin's job names a data set, never a path). ``--clients`` threads (one
+keep-alive HTTP session each) send ``POST /api/v1/jobs`` (a train job on it) until ``--jobs`` were sent.
+The per-user limit of queued and running jobs is raised to ``--jobs`` for the run
+(``BMSEG_MAX_ACTIVE_JOBS_PER_USER``), so every submission is meant to be accepted, through the same
+per-user lock that enforces the limit.
 
 Reported: status codes, accepted (202), rows and queue messages found (and ids missing or extra),
 latency p50/p95/max per request (client side), and throughput.
@@ -35,7 +39,8 @@ from common import free_port, machine_info, percentiles, rounded, start_private_
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS = os.environ.get("BMSEG_BENCH_LOAD_REDIS_URL", "redis://127.0.0.1:6379/8")
-BODY = {"type": "train", "params": {"data": "/data/bench-cohort", "arch": "unet", "epochs": 5}}
+DATASET = "bench-cohort"
+BODY = {"type": "train", "params": {"data": DATASET, "arch": "unet", "epochs": 5}}
 GUNICORN_WORKERS = 4
 
 
@@ -140,12 +145,14 @@ def main() -> None:
         sys.exit(f"{redis_url} is not empty; point BMSEG_BENCH_LOAD_REDIS_URL at an unused database")
     env = {k: v for k, v in os.environ.items() if k not in ("BMSEG_DATABASE_URL", "BMSEG_MAX_UPLOAD_BYTES")}
     env |= {"BMSEG_DATA_DIR": str(root / "data"), "BMSEG_REDIS_URL": redis_url, "BMSEG_ENV": "test"}
+    env |= {"BMSEG_MAX_ACTIVE_JOBS_PER_USER": str(args.jobs)}  # one user sends them all
     os.environ.update(env)
     os.environ.pop("BMSEG_DATABASE_URL", None)
     server = None
     try:
         from bmcore.accounts import create_token, create_user
         from bmcore.config import get_settings
+        from bmcore.datasets import add_dataset
         from bmcore.db import Job, init_db, session_scope
 
         get_settings.cache_clear()
@@ -153,6 +160,8 @@ def main() -> None:
         with session_scope() as session:
             create_user(session, "load@example.org", "bench-password-123")
             token = create_token(session, "load@example.org", "bench")
+            (root / DATASET).mkdir()
+            add_dataset(session, DATASET, root / DATASET)
         base, server = start_web(root, env)
 
         started = time.perf_counter()

@@ -10,8 +10,10 @@ validation lives in :mod:`bmcore.jobs.params`, their fan-out and aggregation in 
 and cancelling a parent cancels its unfinished children.
 
 The row is the truth (docs/design.md §6). ``submit_job`` commits the row before queueing the task by
-name, and marks it failed if the broker cannot take it, so a job is never silently dropped. Tasks
-receive only the job id, re-read the row with ``claim_job`` and are safe to run twice: a finished or
+name, and marks it failed if the broker cannot take it, so a job is never silently dropped. It refuses a
+user's top-level job past ``settings.max_active_jobs_per_user`` queued and running ones (admins and
+server-made children are not counted), and takes the params only the server sets apart (``internal``).
+Tasks receive only the job id, re-read the row with ``claim_job`` and are safe to run twice: a finished or
 cancelled job is not run again, and ``attempts`` stops a job that keeps killing its worker.
 Every function here commits its own change. Reading jobs: :mod:`bmcore.jobs.search`.
 """
@@ -22,12 +24,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bmcore.db import EVENT_LEVELS, FINISHED_STATUSES, Job, JobEvent, Result, utcnow
-from bmcore.jobs.errors import JobParamsError, QueueUnavailable
+from bmcore.config import get_settings
+from bmcore.db import EVENT_LEVELS, FINISHED_STATUSES, Job, JobEvent, Result, User, utcnow
+from bmcore.jobs.errors import JobParamsError, JobQuotaExceeded, QueueUnavailable
 from bmcore.jobs.params import PARENT_TYPES, is_parent_spec, validate_job
 from bmcore.jobs.queue import PARENT_TASK_NAMES, TASK_NAMES, send_job_task, send_parent_step
 from bmcore.jobs.search import get_job, lock_job
@@ -41,17 +44,21 @@ def submit_job(
     study_id: int | None = None,
     parent_id: str | None = None,
     send: bool = True,
+    internal: Mapping[str, Any] | None = None,
 ) -> Job:
     """Validate, write a queued job row, commit, then queue its task by name.
 
-    ``send=False`` only writes the row (e.g. the children of a sweep, sent once all of them exist, or a
-    bare parent row grouping jobs queued by hand). A sweep or cross-validation job with its search
-    (``grid``/``random``, ``folds``) is queued on the ``cpu`` queue, where its task fans out into child
-    train jobs (:mod:`bmcore.jobs.parents`). Raises ``JobParamsError`` before writing anything, and
-    ``QueueUnavailable`` (the row kept, marked failed with "could not queue: …") when the broker cannot
-    be reached.
+    ``params`` are the client's (internal ones refused); ``internal`` the params only server code sets
+    (``config_hash``, ``mlflow_parent_run_id``, ``champion_eligible``, ``dataset``), checked for type and
+    merged into the stored params. ``send=False`` only writes the row (e.g. the children of a sweep, sent
+    once all of them exist, or a bare parent row grouping jobs queued by hand). A sweep or
+    cross-validation job with its search (``grid``/``random``, ``folds``) is queued on the ``cpu`` queue,
+    where its task fans out into child train jobs (:mod:`bmcore.jobs.parents`). Raises ``JobParamsError``
+    before writing anything, ``JobQuotaExceeded`` when the owner has too many active jobs (nothing
+    written), and ``QueueUnavailable`` (the row kept, marked failed with "could not queue: …") when the
+    broker cannot be reached.
     """
-    clean_params = validate_job(type, params or {}, study_id)
+    clean_params = validate_job(type, params or {}, study_id, internal)
     task_name = TASK_NAMES.get(type)
     if type in PARENT_TYPES:
         task_name = PARENT_TASK_NAMES[type] if is_parent_spec(type, clean_params) else None
@@ -61,6 +68,8 @@ def submit_job(
             f"job type {type!r} has no worker task without {spec}; submit it with send=False as the parent "
             f"of its {'/'.join(TASK_NAMES)} jobs"
         )
+    if owner_id is not None and parent_id is None:
+        check_quota(session, owner_id)
     job = Job(
         type=type,
         params=clean_params,
@@ -75,6 +84,37 @@ def submit_job(
     if not send or task_name is None:
         return job
     return send_job(session, job, task_name)
+
+
+def check_quota(session: Session, owner_id: int) -> None:
+    """Refuse a non-admin's new top-level job when they already have ``max_active_jobs_per_user`` queued
+    or running ones (children of a parent are the server's and not counted).
+
+    A no-op write to the user's row comes first: it locks that row on PostgreSQL and takes SQLite's one
+    write lock, so two submissions of the same user count and insert one after the other (the lock is
+    held until the caller commits its job row). On refusal the transaction is rolled back.
+    """
+    session.execute(
+        update(User)
+        .where(User.id == owner_id)
+        .values(role=User.role)
+        .execution_options(synchronize_session=False)
+    )
+    if session.scalar(select(User.role).where(User.id == owner_id)) == "admin":
+        return
+    limit = get_settings().max_active_jobs_per_user
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.owner_id == owner_id, Job.parent_id.is_(None), Job.status.in_(("queued", "running")))
+    )
+    if active >= limit:
+        session.rollback()
+        raise JobQuotaExceeded(
+            f"you already have {active} queued or running jobs, the most allowed per user ({limit}); "
+            "wait for one to finish or cancel one, then submit again",
+            limit,
+        )
 
 
 def send_job(session: Session, job: Job, task_name: str | None = None) -> Job:
@@ -130,9 +170,6 @@ def _request_cancel(session: Session, job: Job, queued_message: str, running_mes
     else:
         job.message = running_message
     session.add(JobEvent(job_id=job.id, level="info", message=job.message))
-
-
-# --- worker side ------------------------------------------------------------------------------------
 
 
 # --- worker side ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import fields
 from typing import Any
 
 from bmcore.jobs.errors import JobParamsError
-from bmcore.jobs.train_params import TRAIN_EXTRA_PARAMS, validate_train
+from bmcore.jobs.train_params import MAX_SEED, TRAIN_EXTRA_PARAMS, refuse_internal, validate_train
 from bmcore.training.config import TrainConfig
 
 # The job types whose task fans out child train jobs (their task names: bmcore.jobs.queue.PARENT_TASK_NAMES).
@@ -83,39 +83,19 @@ def _check_common(params: Mapping[str, Any], allowed: frozenset[str], kind: str)
     if "data" not in params:
         raise JobParamsError(f"a {kind} job needs params.data (the data set folder or CSV manifest)")
     for key in ("seed", "split_seed"):
-        _check_integer(params, key)
+        _check_integer(params, key, 0, MAX_SEED)
     base = params.get("base") or {}
     if not isinstance(base, Mapping):
         raise JobParamsError("params.base must be an object of training parameters")
+    refuse_internal(base, "params.base")
     misplaced = sorted(set(base) & set(TRAIN_EXTRA_PARAMS))
     if misplaced:
         raise JobParamsError(f"params.base may hold training parameters only, not {', '.join(misplaced)}")
     return dict(base)
 
 
-def _type_error(name: str, value: Any) -> str | None:
-    """Why ``value`` cannot be TrainConfig field ``name`` (TrainConfig itself does not check types)."""
-    kind = FIELD_TYPES.get(name)
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    checks = {
-        "int": (isinstance(value, int) and not isinstance(value, bool), "a whole number"),
-        "float": (number, "a number"),
-        "bool": (isinstance(value, bool), "true or false"),
-        "str": (isinstance(value, str), "a string"),
-    }
-    if kind in checks and not checks[kind][0]:
-        return f"{name} must be {checks[kind][1]}, got {value!r}"
-    if name == "modalities" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        return f"modalities must be a list of names, got {value!r}"
-    return None
-
-
 def check_child(child: dict[str, Any], label: str) -> None:
-    """A child's train params: field types, then every rule of a train job; the error names the child."""
-    for name, value in child.items():
-        problem = _type_error(name, value)
-        if problem:
-            raise JobParamsError(f"{label}: {problem}")
+    """A child's client params: every rule and bound of a train job; the error names the child."""
     try:
         validate_train(child)
     except JobParamsError as exc:
@@ -240,7 +220,10 @@ def config_hash(child: Mapping[str, Any]) -> str:
 
 
 def sweep_children(params: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """``(searched values, child train params)`` per child, every child validated; one-line errors."""
+    """``(searched values, child train params)`` per child, every child validated; one-line errors.
+
+    A child's params are its client part plus its internal ``config_hash`` (server-made: the fan-out
+    separates them again with :func:`bmcore.jobs.train_params.split_internal`)."""
     base = _check_common(params, SWEEP_KEYS, "sweep")
     if not isinstance(params.get("promote_best", False), bool):
         raise JobParamsError("params.promote_best must be true or false")

@@ -32,6 +32,7 @@ from bmcore.jobs.parents.steps import advance, notify_parent
 from bmcore.jobs.queue import celery_client
 from bmcore.jobs.runner import run_job, run_parent
 from bmcore.jobs.search import get_job, job_to_dict
+from bmcore.jobs.train_params import split_internal
 from bmcore.tracking import experiment_name_for
 
 REDIS_URL = os.environ.get("BMSEG_TEST_SWEEP_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -232,7 +233,8 @@ def test_parent_steps_reuse_a_finished_identical_child_and_rank(migrated_db_url,
     (_, first), (_, second) = sweep_children(params)
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"weights")
-    earlier = submit("train", first, send=False)
+    client, internal = split_internal(first)
+    earlier = submit("train", client, internal=internal, send=False)
     with session_scope() as session:
         claim_job(session, earlier, "test")
         record_result(

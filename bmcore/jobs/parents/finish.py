@@ -68,7 +68,7 @@ def finish_parent(job_id: str) -> str | None:
         if run_id:
             close_parent_run(run_id, status, metrics, [Path(p) for p in artifacts.values()])
         if job_type == "sweep" and status == "succeeded" and params.get("promote_best"):
-            metrics["promoted"] = promote(metrics["ranking"])
+            metrics["promoted"] = promote(metrics["ranking"], job_id)
         with session_scope() as session:
             record_result(session, job_id, metrics, artifacts)
     except Exception as exc:

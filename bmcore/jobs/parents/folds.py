@@ -54,14 +54,8 @@ def crossval_children(params: Mapping[str, Any]) -> list[tuple[dict[str, Any], d
     for split in crossval_splits(labelled, params["folds"], params.get("seed", 0)):
         # a fold model learns from (k-1)/k of the patients and is scored on its own fold: it estimates
         # performance; it is not a candidate to segment with, so it never takes ``champion``
-        child = {
-            "data": params["data"],
-            **base,
-            "split": split,
-            "evaluate_test": True,
-            "champion_eligible": False,
-        }
+        child = {"data": params["data"], **base, "split": split, "evaluate_test": True}
         check_child(child, f"crossval fold {split['fold']}")
-        child["config_hash"] = config_hash(child)
+        child |= {"champion_eligible": False, "config_hash": config_hash(child)}  # internal: server-made
         children.append(({"fold": split["fold"]}, child))
     return children

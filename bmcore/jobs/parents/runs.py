@@ -20,14 +20,21 @@ log = logging.getLogger(__name__)
 RUN_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 
 
-def promote(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Move ``champion`` to the best child's registered version; None when it has none."""
+def promote(rows: Sequence[Mapping[str, Any]], parent_id: str) -> dict[str, Any] | None:
+    """Move ``champion`` to the best child's registered version (recorded as a move by the parent job);
+    None when it has none."""
     best = rows[0]
     registered = best.get("registered") or {}
     if not registered.get("name") or registered.get("version") is None:
         return None
     tracking.configure()
-    tracking.set_champion(registered["name"], registered["version"])
+    tracking.set_champion(
+        registered["name"],
+        registered["version"],
+        moved_by=f"job {parent_id}",
+        reason=f"sweep {parent_id} best child (job {best['job_id']})",
+        job_id=parent_id,
+    )
     return {"name": registered["name"], "version": registered["version"], "job_id": best["job_id"]}
 
 

@@ -24,6 +24,7 @@ from bmcore.jobs.parents.folds import crossval_children
 from bmcore.jobs.parents.runs import start_parent_run
 from bmcore.jobs.queue import PARENT_STEPS, send_parent_step
 from bmcore.jobs.search import get_job, is_cancel_requested
+from bmcore.jobs.train_params import split_internal
 
 RECHECK_SECONDS = 60
 # A child written but not yet sent; the start step sends these once every sibling exists.
@@ -83,7 +84,9 @@ def fan_out(job_id: str) -> None:
     """Write every child row (reusing finished configurations), then queue the ones to train.
 
     Safe to repeat (a redelivered start step): children already written are found by ``config_hash``
-    and only children still waiting to be sent (:data:`PENDING_MESSAGE`) are sent.
+    and only children still waiting to be sent (:data:`PENDING_MESSAGE`) are sent. The parent's internal
+    params (``dataset``, ``champion_eligible``) pass on to every child unless the child sets its own (a
+    cross-validation fold is never eligible), with its ``config_hash`` and the parent's MLflow run.
     """
     with session_scope() as session:
         parent = get_job(session, job_id)
@@ -93,11 +96,16 @@ def fan_out(job_id: str) -> None:
             parent.owner_id,
             parent.mlflow_run_id,
         )
-    planned = sweep_children(params) if job_type == "sweep" else crossval_children(params)
+    request, inherited = split_internal(params)
+    planned = sweep_children(request) if job_type == "sweep" else crossval_children(request)
     if run_id is None:
         run_id = start_parent_run(job_id, job_type, params, len(planned))
+    children = [split_internal(child) for _values, child in planned]
+    children = [
+        (client, inherited | internal | {"mlflow_parent_run_id": run_id}) for client, internal in children
+    ]
     with session_scope() as session:
-        reused = _write_children(session, job_id, owner_id, run_id, [child for _values, child in planned])
+        reused = _write_children(session, job_id, owner_id, children)
         sent = _send_pending(session, job_id)
         statuses = session.scalars(select(Job.status).where(Job.parent_id == job_id)).all()
         done = sum(1 for status in statuses if status in FINISHED_STATUSES)
@@ -106,17 +114,18 @@ def fan_out(job_id: str) -> None:
 
 
 def _write_children(
-    session: Session, job_id: str, owner_id: int | None, run_id: str, planned: list[dict[str, Any]]
+    session: Session, job_id: str, owner_id: int | None, planned: list[tuple[dict[str, Any], dict[str, Any]]]
 ) -> int:
-    """Write the child rows not written yet, reused (already succeeded) or pending; how many were reused."""
+    """Write the child rows not written yet (``(client params, internal params)`` each, validated as
+    ``submit_job`` would), reused (already succeeded) or pending; how many were reused."""
     existing = session.scalars(select(Job.params).where(Job.parent_id == job_id)).all()
     existing_hashes = {(p or {}).get("config_hash") for p in existing}
     reused = 0
-    for child in planned:
-        if child["config_hash"] in existing_hashes or is_cancel_requested(session, job_id):
+    for client, internal in planned:
+        if internal["config_hash"] in existing_hashes or is_cancel_requested(session, job_id):
             continue
-        child = child | {"mlflow_parent_run_id": run_id}
-        source = _reusable(session, child["config_hash"])
+        child = validate_job("train", client, internal=internal)
+        source = _reusable(session, owner_id, child["config_hash"])
         if source is not None:
             _write_reused(session, job_id, owner_id, child, source)
             reused += 1
@@ -124,7 +133,7 @@ def _write_children(
             session.add(
                 Job(
                     type="train",
-                    params=validate_job("train", child),
+                    params=child,
                     status="queued",
                     owner_id=owner_id,
                     parent_id=job_id,
@@ -156,12 +165,17 @@ def _send_pending(session: Session, job_id: str) -> int:
     return sent
 
 
-def _reusable(session: Session, digest: str) -> Job | None:
-    """The newest succeeded train job with this ``config_hash`` whose checkpoint still exists."""
+def _reusable(session: Session, owner_id: int | None, digest: str) -> Job | None:
+    """The newest succeeded train job of the same owner with this ``config_hash`` whose checkpoint still
+    exists. Another user's job is never reused, whatever hash its row carries (clients cannot send one)."""
+    same_owner = Job.owner_id.is_(None) if owner_id is None else Job.owner_id == owner_id
     query = (
         select(Job)
         .where(
-            Job.type == "train", Job.status == "succeeded", Job.params["config_hash"].as_string() == digest
+            Job.type == "train",
+            Job.status == "succeeded",
+            same_owner,
+            Job.params["config_hash"].as_string() == digest,
         )
         .order_by(Job.finished_at.desc())
     )
@@ -174,8 +188,8 @@ def _reusable(session: Session, digest: str) -> Job | None:
 def _write_reused(
     session: Session, parent_id: str, owner_id: int | None, child: dict[str, Any], source: Job
 ) -> Job:
-    """Write a child already succeeded, with a copy of ``source``'s Result and its MLflow run."""
-    validate_job("train", child)
+    """Write a child already succeeded (``child``: validated params), with a copy of ``source``'s Result
+    and its MLflow run."""
     origin = source.result.metrics.get("reused_from") or source.id
     now = utcnow()
     row = Job(

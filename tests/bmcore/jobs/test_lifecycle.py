@@ -29,6 +29,7 @@ from bmcore.jobs.search import get_job, is_cancel_requested, list_jobs
 
 DATA = "/data/cohort"
 MINIMAL_PARAMS = {"train": {"data": DATA}, "evaluate": {"data": DATA}, "segment": {"study_dir": DATA}}
+SPLIT = {"studies": {"train": ["a"], "val": ["b"], "test": []}}
 
 
 def _queued_messages(client: redis.Redis, queue: str) -> list[dict]:
@@ -83,7 +84,10 @@ def test_every_task_type_goes_to_its_queue(db_session, redis_client, job_type):
         ("train", {"data": DATA, "epochs": 2.5}, "epochs must be a positive integer"),
         ("train", {"data": DATA, "epochs": True}, "epochs must be a positive integer"),
         ("train", {"data": DATA, "arch": "resnet"}, "unknown arch 'resnet'"),
-        ("segment", {"study_dir": DATA, "path": object()}, "JSON-serialisable"),
+        ("train", {"data": DATA, "split": {**SPLIT, "note": object()}}, "JSON-serialisable"),
+        ("segment", {"study_dir": DATA, "path": "/x"}, r"unknown segment parameter\(s\): path"),
+        ("train", {"data": DATA, "epochs": 10**9}, r"epochs must be from 1 to 1000 \(BMSEG_MAX_EPOCHS\)"),
+        ("train", {"data": DATA, "config_hash": "ab"}, "params.config_hash is set by the server"),
         ("sweep", {}, "has no worker task"),
         ("train", {"epochs": 2}, "needs params.data"),
         ("train", {"data": DATA, "lr": -1.0}, "learning rate must be positive"),
