@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from sqlalchemy.orm import Session
 
 from bmcore.cli.jobs import follow_job
 from bmcore.cli.options import SHORT_HELP, TRAIN_OPTIONS, with_train_options
+from bmcore.datasets import find_dataset
 from bmcore.db import Result, init_db, session_scope
 from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.parents.parsing import parse_assignments, parse_grid, parse_random
@@ -17,23 +19,57 @@ commands = typer.Typer()
 commands.add_typer(submit_app, name="submit")
 
 
-def submit(job_type: str, params: dict) -> str:
-    """Queue one job (parameters left at None are not sent); returns its id."""
+DATA_HELP = "Data folder or CSV manifest (as the workers see it); or name a registered one with --dataset."
+DATASET_HELP = "A registered data set (bmseg datasets list) instead of --data."
+ELIGIBLE_TYPES = ("train", "sweep", "crossval")  # carrying champion_eligible (children inherit it)
+
+
+def submit(job_type: str, params: dict, dataset: str | None = None) -> str:
+    """Queue one job (parameters left at None are not sent); returns its id.
+
+    ``dataset`` names a registered data set: its path becomes ``params.data`` and a training run on it may
+    move ``champion`` on its own when it is registered as promotable; a run on a raw ``--data`` path never
+    does (``bmseg promote`` moves it by hand).
+    """
     init_db()
+    params = {k: v for k, v in params.items() if v is not None}
     with session_scope() as session:
-        return submit_job(session, job_type, {k: v for k, v in params.items() if v is not None}).id
+        internal = data_source(session, job_type, params, dataset)
+        return submit_job(session, job_type, params, internal=internal).id
 
 
-def queue_job(job_type: str, params: dict, wait: bool) -> None:
-    job_id = submit(job_type, params)
+def data_source(session: Session, job_type: str, params: dict, dataset: str | None) -> dict:
+    """Put the data set's path into ``params`` (exactly one of --data and --dataset); the internal
+    params that go with it (``dataset``, ``champion_eligible``)."""
+    if dataset is not None and "data" in params:
+        raise typer.BadParameter("give one of --data and --dataset, not both")
+    internal: dict = {}
+    promotable = False
+    if dataset is not None:
+        found = find_dataset(session, dataset.strip())
+        if found is None:
+            raise LookupError(f"no data set named {dataset.strip()!r} (bmseg datasets list)")
+        params["data"] = found.path
+        internal["dataset"], promotable = found.name, found.promotable
+    elif "data" not in params and job_type != "segment":
+        raise typer.BadParameter("give --data or --dataset")
+    if job_type in ELIGIBLE_TYPES:
+        internal["champion_eligible"] = bool(promotable)
+    return internal
+
+
+def queue_job(job_type: str, params: dict, wait: bool, dataset: str | None = None) -> None:
+    job_id = submit(job_type, params, dataset)
     typer.echo(f"queued {job_type} job {job_id}")
     if wait:
         follow_job(job_id)
 
 
-def queue_parent_job(job_type: str, params: dict, wait: bool, table_artifact: str) -> None:
+def queue_parent_job(
+    job_type: str, params: dict, wait: bool, table_artifact: str, dataset: str | None = None
+) -> None:
     """Queue a sweep or cross-validation job; with ``wait``, follow it and print its table."""
-    job_id = submit(job_type, params)
+    job_id = submit(job_type, params, dataset)
     typer.echo(f"queued {job_type} job {job_id} (its table when done: bmseg job {job_id})")
     if not wait:
         return
@@ -66,17 +102,19 @@ SUBMIT_TRAIN_HELP = SHORT_HELP | {"epochs": "Maximum epochs.", "depth": "Pooling
 @submit_app.command("train")
 @with_train_options(SUBMIT_TRAIN_FIELDS, helps=SUBMIT_TRAIN_HELP)
 def submit_train(
-    data: Path = typer.Option(..., "--data", help="Data folder or CSV manifest (as the workers see it)."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
     train_options: dict = TRAIN_OPTIONS,
     wait: bool = typer.Option(False, "--wait", help="Follow progress until the job ends."),
 ) -> None:
     """Queue a training job (tracked in MLflow, registered as bmseg-<arch>)."""
-    queue_job("train", {"data": str(data.absolute()), **train_options}, wait)
+    queue_job("train", {"data": _absolute(data), **train_options}, wait, dataset)
 
 
 @submit_app.command("evaluate")
 def submit_evaluate(
-    data: Path = typer.Option(..., "--data", help="Labelled studies."),
+    data: Path | None = typer.Option(None, "--data", help="Labelled studies; or --dataset."),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
     model: str = typer.Option("models:/bmseg-unet@champion", "--model", help="Checkpoint or registry URI."),
     split_file: Path | None = typer.Option(None, "--split", help="Only this split's test studies."),
     wait: bool = typer.Option(False, "--wait", help="Follow progress until the job ends."),
@@ -84,12 +122,9 @@ def submit_evaluate(
     """Queue an evaluation job (metrics of every convention)."""
     queue_job(
         "evaluate",
-        {
-            "data": str(data.absolute()),
-            "model": model,
-            "split": str(split_file.absolute()) if split_file else None,
-        },
+        {"data": _absolute(data), "model": model, "split": _absolute(split_file)},
         wait,
+        dataset,
     )
 
 
@@ -106,7 +141,8 @@ def submit_segment(
 
 @submit_app.command("sweep")
 def submit_sweep(
-    data: Path = typer.Option(..., "--data", help="Data folder or CSV manifest (as the workers see it)."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
     grid: str | None = typer.Option(
         None, "--grid", help="Every combination of 'lr=1e-3,3e-4;arch=unet,cnn' (any TrainConfig field)."
     ),
@@ -124,7 +160,7 @@ def submit_sweep(
     if (grid is None) == (random_space is None):
         raise typer.BadParameter("give exactly one of --grid and --random")
     params = {
-        "data": str(data.absolute()),
+        "data": _absolute(data),
         "grid": parse_grid(grid) if grid is not None else None,
         "random": parse_random(random_space) if random_space is not None else None,
         "budget": budget,
@@ -133,17 +169,22 @@ def submit_sweep(
         "base": parse_assignments(base),
         "promote_best": promote_best,
     }
-    queue_parent_job("sweep", params, wait, "ranking_md")
+    queue_parent_job("sweep", params, wait, "ranking_md", dataset)
 
 
 @submit_app.command("crossval")
 def submit_crossval(
-    data: Path = typer.Option(..., "--data", help="Data folder or CSV manifest (as the workers see it)."),
+    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
     folds: int = typer.Option(5, "--folds", help="k patient folds (2 to 10)."),
     base: str = typer.Option("", "--base", help="Training parameters of every fold: 'epochs=2,size=64'."),
     seed: int = typer.Option(0, "--seed", help="Fold assignment seed."),
     wait: bool = typer.Option(False, "--wait", help="Follow progress, then print per-fold and mean ± std."),
 ) -> None:
     """Queue a k-fold cross-validation by patient: one train job per fold, out-of-fold metrics pooled."""
-    params = {"data": str(data.absolute()), "folds": folds, "base": parse_assignments(base), "seed": seed}
-    queue_parent_job("crossval", params, wait, "crossval_md")
+    params = {"data": _absolute(data), "folds": folds, "base": parse_assignments(base), "seed": seed}
+    queue_parent_job("crossval", params, wait, "crossval_md", dataset)
+
+
+def _absolute(path: Path | None) -> str | None:
+    return str(path.absolute()) if path is not None else None

@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bmcore import tracking
-from bmcore.experiments.request import TrainRequest
+from bmcore.db import init_db
+from bmcore.experiments.request import Tracking, TrainRequest
 from bmcore.experiments.training import RunOutcome, train_run, validation_key_metrics
 from bmcore.reports.plots import plot_curves
 from bmcore.tracking.logged_model import log_model
@@ -23,6 +24,7 @@ from bmcore.training import distributed
 from bmcore.training.loop import EpochCallback, TrainingCancelled
 
 ARTIFACTS = ("split.json", "history.json", "validation.json", "curves.png")
+JOB_TAG = "bmseg.job_id"  # the worker tags a job's run with its id (bmcore.jobs.runner.run_train)
 
 
 def _loggable(figures: dict) -> dict:
@@ -59,9 +61,7 @@ def tracked_train(request: TrainRequest) -> dict | None:
         return None
     summary = _write_results(outcome, run_id)
     if track:
-        summary["registered"] = _log_and_register(
-            run_id, outcome, summary["metrics"], request.tracking.champion_eligible
-        )
+        summary["registered"] = _log_and_register(run_id, outcome, summary["metrics"], request.tracking)
     return summary
 
 
@@ -69,6 +69,7 @@ def _open_run(request: TrainRequest, world_size: int) -> str:
     """The run to track into: the request's own, or a new one in the data set's experiment."""
     options, config = request.tracking, request.config
     tracking.configure()
+    init_db()  # a move of ``champion`` is recorded there: fail now, not after the training
     run_id = options.run_id
     if run_id is None:
         experiment = tracking.get_or_create_experiment(tracking.experiment_name_for(request.data))
@@ -120,16 +121,20 @@ def _write_results(outcome: RunOutcome, run_id: str | None) -> dict:
     }
 
 
-def _log_and_register(run_id: str, outcome: RunOutcome, key_metrics: dict, champion_eligible: bool) -> dict:
-    """Log the run's files, key metrics and model, register the model and end the run."""
+def _log_and_register(run_id: str, outcome: RunOutcome, key_metrics: dict, options: Tracking) -> dict:
+    """Log the run's files, key metrics and model, register the model and end the run.
+
+    A move of ``champion`` is recorded as made by the run's job (its ``bmseg.job_id`` tag), else by the
+    operating-system user of the command."""
     out_dir, arch = Path(outcome.out_dir), outcome.config.arch
     for name in ARTIFACTS:
         if (out_dir / name).exists():
             tracking.log_artifact(run_id, out_dir / name)
     tracking.log_metrics(run_id, _loggable(key_metrics), step=outcome.best_epoch)
     model_uri = log_model(run_id, outcome.best_checkpoint, arch)
+    job_id = options.tags.get(JOB_TAG)
     registered = tracking.register_model(
-        run_id, arch, model_uri, key_metrics, champion_eligible=champion_eligible
+        run_id, arch, model_uri, key_metrics, champion_eligible=options.champion_eligible, job_id=job_id
     )
     tracking.end_run(run_id, "FINISHED")
     return registered

@@ -1,10 +1,11 @@
 """``bmseg demo`` (``make demo``): the main job, end to end, on embedded defaults.
 
-Writes a synthetic cohort, starts the local stack (:mod:`bmcore.local.stack`), submits U-Net, CNN and FCN
-training **through the queue** (tracked in MLflow, registered as ``bmseg-<arch>``), then one evaluation
-job per registered version on the held-out test patients, follows their progress, and prints the
-comparison: the study's Table IV layout beside the honest metrics, where the report and curves are, and
-the dashboard and MLflow URLs. Small widths and few epochs so it fits a laptop's CPU; the full-size
+Writes a synthetic cohort, registers it as the promotable data set ``demo`` (``demo-quick``), starts the
+local stack (:mod:`bmcore.local.stack`), submits U-Net, CNN and FCN training on it **through the queue**
+(tracked in MLflow, registered as ``bmseg-<arch>``, ``champion`` moving as on any promotable data set),
+then one evaluation job per registered version on the held-out test patients, follows their progress, and
+prints the comparison: the study's Table IV layout beside the honest metrics, where the report and curves
+are, and the dashboard and MLflow URLs. Small widths and few epochs so it fits a laptop's CPU; the full-size
 settings for GPUs are in the README.
 """
 
@@ -22,6 +23,7 @@ from bmcore.accounts import create_user
 from bmcore.architectures import ARCHS
 from bmcore.config import get_settings
 from bmcore.data.synth import synth_cohort
+from bmcore.datasets import add_dataset, find_dataset
 from bmcore.db import Result, User, session_scope
 from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.search import get_job, job_to_dict
@@ -144,8 +146,9 @@ def train_and_evaluate(cohort: Path, plan: DemoPlan, out: Path, echo: Callable[[
     # lazy: torch, kept out of the demo's start and of bmseg --help
     from bmcore.experiments.compare import STUDY_TABLE, paper_row, report_markdown
 
+    dataset = register_cohort(cohort)
     train_params = {f"train {arch}": {"arch": arch, **plan.train} for arch in ARCHS}
-    train_ids = submit_each("train", train_params, cohort)
+    train_ids = submit_each("train", train_params, dataset)
     echo("queued training jobs: " + ", ".join(f"{k} {v}" for k, v in train_ids.items()))
     trained = follow_to_success(train_ids, "demo training")
     train_results = {arch: result_of(train_ids[f"train {arch}"]) for arch in ARCHS}
@@ -153,7 +156,7 @@ def train_and_evaluate(cohort: Path, plan: DemoPlan, out: Path, echo: Callable[[
         f"evaluate {arch}": {"model": registered_model(metrics), "split": artifacts["split"]}
         for arch, (metrics, artifacts) in train_results.items()
     }
-    eval_ids = submit_each("evaluate", eval_params, cohort)
+    eval_ids = submit_each("evaluate", eval_params, dataset)
     evaluated = follow_to_success(eval_ids, "demo evaluation")
     eval_metrics = {a: result_of(eval_ids[f"evaluate {a}"])[0] for a in ARCHS}
     report = build_report(cohort, train_results, eval_metrics, out, paper_row, plot_curves, STUDY_TABLE)
@@ -171,11 +174,33 @@ def registered_model(train_metrics: dict) -> str:
     return f"models:/{train_metrics['registered']['name']}/{train_metrics['registered']['version']}"
 
 
-def submit_each(job_type: str, params_by_name: dict[str, dict], cohort: Path) -> dict[str, str]:
-    """Queue one ``job_type`` job on ``cohort`` per entry; returns the job ids by the same names."""
+def register_cohort(cohort: Path) -> str:
+    """The demo cohort as a promotable data set (``demo``, or ``demo-quick``), registered on first use, so
+    the demo's training runs may move ``champion`` as any run on a promotable data set does; its name."""
+    name = cohort.parent.name
     with session_scope() as session:
+        dataset = find_dataset(session, name)
+        if dataset is None:
+            add_dataset(session, name, cohort.absolute(), promotable=True)
+        elif Path(dataset.path) != cohort.absolute() or not dataset.promotable:
+            raise ValueError(
+                f"a data set named {name!r} is registered for {dataset.path}; the demo needs it to be its "
+                f"cohort {cohort.absolute()}, promotable (bmseg datasets remove {name})"
+            )
+    return name
+
+
+def submit_each(job_type: str, params_by_name: dict[str, dict], dataset: str) -> dict[str, str]:
+    """Queue one ``job_type`` job on data set ``dataset`` per entry; returns the job ids by the same names.
+
+    Training jobs on a promotable data set may take ``champion`` (internal ``champion_eligible``)."""
+    with session_scope() as session:
+        found = find_dataset(session, dataset)
+        internal: dict = {"dataset": found.name}
+        if job_type == "train":
+            internal["champion_eligible"] = bool(found.promotable)
         return {
-            name: submit_job(session, job_type, {"data": str(cohort), **params}).id
+            name: submit_job(session, job_type, {"data": found.path, **params}, internal=internal).id
             for name, params in params_by_name.items()
         }
 

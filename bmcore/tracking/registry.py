@@ -1,8 +1,10 @@
 """The model registry: logged models, registered versions, the ``champion`` alias, and resolving a model.
 
-Three registered models, ``bmseg-unet``, ``bmseg-cnn`` and ``bmseg-fcn``; the alias ``champion`` points
-at the version with the best validation lesion-wise Dice (``val_lesion_dice``). Stages are deprecated in
-MLflow 3 and unused.
+Three registered models, ``bmseg-unet``, ``bmseg-cnn`` and ``bmseg-fcn``; the alias ``champion`` moves on
+its own to a version with a better validation lesion-wise Dice (``val_lesion_dice``) only when its run was
+eligible (trained on a data set registered as promotable), else by ``set_champion`` (an admin, a sweep's
+``promote_best``); every move is an ``AliasMove`` row (:mod:`bmcore.tracking.alias_moves`). Stages are
+deprecated in MLflow 3 and unused.
 
 A registered version's model is logged by :func:`bmcore.tracking.logged_model.log_model`; its bmseg
 checkpoint (``extra_files/bmseg-checkpoint.pt``) is what :func:`resolve_model` hands to
@@ -21,6 +23,7 @@ from typing import Any
 
 from bmcore.architectures import ARCHS
 from bmcore.config import Settings, get_settings
+from bmcore.tracking.alias_moves import mover, recorded_move
 from bmcore.tracking.client import already_exists, error_code, import_mlflow, is_missing, mlflow_client
 
 CHAMPION_ALIAS = "champion"
@@ -40,14 +43,22 @@ def registered_model_name(arch: str) -> str:
 
 
 def register_model(
-    run_id: str, arch: str, model_uri: str, metrics: dict[str, Any], champion_eligible: bool = True
+    run_id: str,
+    arch: str,
+    model_uri: str,
+    metrics: dict[str, Any],
+    champion_eligible: bool = True,
+    moved_by: str | None = None,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """Register ``model_uri`` as a new version of ``bmseg-<arch>``, its metrics as version tags.
 
     The alias ``champion`` moves to the new version when there is no champion yet or when its
     ``val_lesion_dice`` beats the champion's (a version without that figure never dethrones one
-    that has it). A version registered with ``champion_eligible`` false (a cross-validation fold,
-    tagged ``champion_eligible=false``) never takes it on its own; ``set_champion`` still can.
+    that has it). A version registered with ``champion_eligible`` false (a cross-validation fold, a run
+    on a data set not registered as promotable; tagged ``champion_eligible=false``) never takes it on its
+    own; ``set_champion`` still can. A move is recorded as an ``AliasMove`` by ``moved_by`` (default:
+    ``job <job_id>``, else ``cli:<os user>``) with the figures that decided it.
     Returns ``{"name", "version", "champion"}``.
     """
     name = registered_model_name(arch)
@@ -64,22 +75,60 @@ def register_model(
         tags["champion_eligible"] = "false"
     model_id = model_uri.removeprefix("models:/") if re.fullmatch(r"models:/m-[0-9a-f]+", model_uri) else None
     version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    if not champion_eligible:
+        return {"name": name, "version": int(version.version), "champion": False}
 
     score = finite(metrics.get(CHAMPION_METRIC))
     current = (client.get_registered_model(name).aliases or {}).get(CHAMPION_ALIAS)
+    current_score = None
     if current is not None:
         current_score = finite(client.get_model_version(name, str(current)).tags.get(CHAMPION_METRIC))
-    champion = champion_eligible and (
-        current is None or (score is not None and (current_score is None or score > current_score))
-    )
+    champion = current is None or (score is not None and (current_score is None or score > current_score))
     if champion:
-        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
+        reason = _champion_reason(score, current, current_score)
+        with recorded_move(
+            name, CHAMPION_ALIAS, current, version.version, mover(moved_by, job_id), reason, job_id
+        ):
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
     return {"name": name, "version": int(version.version), "champion": champion}
 
 
-def set_champion(name: str, version: int | str) -> None:
-    """Point ``name``'s ``champion`` alias at ``version`` (e.g. a sweep's best child, on request)."""
-    mlflow_client().set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+def _champion_reason(score: float | None, current: Any, current_score: float | None) -> str:
+    """Why a new version took ``champion``: ``val_lesion_dice 0.41 > 0.33 of v2``."""
+    figure = "no figure" if score is None else f"{score:.4g}"
+    if current is None:
+        return f"{CHAMPION_METRIC} {figure}; no champion yet"
+    if current_score is None:
+        return f"{CHAMPION_METRIC} {figure}; v{current} has none"
+    return f"{CHAMPION_METRIC} {figure} > {current_score:.4g} of v{current}"
+
+
+def set_champion(
+    name: str,
+    version: int | str,
+    moved_by: str | None = None,
+    reason: str = "",
+    job_id: str | None = None,
+) -> bool:
+    """Point ``name``'s ``champion`` alias at ``version`` (e.g. a sweep's best child, an admin's choice).
+
+    Recorded as an ``AliasMove`` by ``moved_by`` (default: ``job <job_id>``, else ``cli:<os user>``).
+    Returns False, recording nothing, when the alias is there already; ``LookupError`` for an unknown
+    model or version.
+    """
+    client = mlflow_client()
+    try:
+        client.get_model_version(name, str(version))
+        current = (client.get_registered_model(name).aliases or {}).get(CHAMPION_ALIAS)
+    except Exception as error:
+        if is_missing(error) or error_code(error) == "INVALID_PARAMETER_VALUE":
+            raise LookupError(f"no model version {name}/{version}") from None
+        raise
+    if current is not None and str(current) == str(version):
+        return False
+    with recorded_move(name, CHAMPION_ALIAS, current, version, mover(moved_by, job_id), reason, job_id):
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+    return True
 
 
 def _tag_number(value: Any) -> str | None:

@@ -1,12 +1,20 @@
-"""The new-job form's fields as the API's job request ``{"type", "params", "study_id"}``."""
+"""The new-job form's fields as the API's job request ``{"type", "params", "study_id"}``.
+
+The form's data is a registered data set chosen from a list (:func:`form_choices`); only an admin also
+has a free path field (a non-admin's path would be refused anyway: :mod:`services.web.job_inputs`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from bmcore.db import User
 from bmcore.jobs.errors import JobParamsError
 from bmcore.jobs.parents.parsing import parse_grid
 from services.web.common import WebError
+from services.web.job_inputs import datasets_for
 from services.web.job_requests import DEFAULT_MODEL
 
 FORM_FIELDS = (
@@ -16,6 +24,7 @@ FORM_FIELDS = (
     "lr",
     "batch_size",
     "size",
+    "dataset",
     "data",
     "model",
     "study_id",
@@ -41,14 +50,24 @@ def _number(form: dict[str, str], name: str, kind: type) -> int | float | None:
         ) from None
 
 
+def form_choices(session: Session, user: User) -> dict[str, Any]:
+    """What the form offers ``user`` besides its fields: the data sets they may use (the template shows
+    the path field, and the sweep's promote option, to admins only)."""
+    return {"datasets": datasets_for(session, user)}
+
+
 def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
-    """The new-job form as the API's job request ``{"type", "params", "study_id"}``."""
+    """The new-job form as the API's job request ``{"type", "params", "study_id"}``.
+
+    The chosen data set wins over the path field (an admin's); a segment job reads a study, or a path.
+    """
     job_type = form.get("type", "")
     study_text = (form.get("study_id") or "").strip()
     if study_text and not study_text.isdigit():
         raise WebError(400, "choose a study from the list")
     study_id = int(study_text) if study_text else None
-    data = (form.get("data") or "").strip()
+    path = (form.get("data") or "").strip()
+    data = (form.get("dataset") or "").strip() or path
     model = (form.get("model") or "").strip() or DEFAULT_MODEL
     params: dict[str, Any] = {}
     if job_type in ("train", "sweep", "crossval"):
@@ -58,15 +77,19 @@ def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
             if value is not None:
                 training[name] = value
         if not data:
-            raise WebError(400, "a training job needs a data set path (as the workers see it)")
+            raise WebError(400, "a training job needs a data set: choose one from the list")
         study_id = None
         params = {"data": data} | _parent_params(job_type, form, training)
-    elif job_type in ("evaluate", "segment"):
+    elif job_type == "evaluate":
         params["model"] = model
         if data and study_id is None:
-            params["data" if job_type == "evaluate" else "study_dir"] = data
-        if form.get("tta"):
-            params["tta"] = True
+            params["data"] = data
+    elif job_type == "segment":
+        params["model"] = model
+        if path and study_id is None:
+            params["study_dir"] = path
+    if job_type in ("evaluate", "segment") and form.get("tta"):
+        params["tta"] = True
     return {"type": job_type, "params": params, "study_id": study_id}
 
 

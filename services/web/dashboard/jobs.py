@@ -19,13 +19,13 @@ from flask import (
 
 from bmcore.architectures import ARCHS
 from bmcore.db import JOB_STATUSES
-from bmcore.jobs.errors import JobParamsError, QueueUnavailable
+from bmcore.jobs.errors import JobParamsError, JobQuotaExceeded, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
 from bmcore.jobs.lifecycle import submit_job
 from bmcore.training.config import TrainConfig
 from services.web.access import artifact_file, visible_job, visible_jobs, visible_studies
 from services.web.common import WebError, db
-from services.web.dashboard.job_form import DEFAULT_FOLDS, FORM_FIELDS, job_request_from_form
+from services.web.dashboard.job_form import DEFAULT_FOLDS, FORM_FIELDS, form_choices, job_request_from_form
 from services.web.job_requests import DEFAULT_MODEL, SUBMITTABLE_TYPES, prepare_job
 from services.web.serialize import job_detail, job_summary
 
@@ -79,6 +79,7 @@ def _job_form_page(status: int = 200, error: str | None = None, form: dict[str, 
             types=SUBMITTABLE_TYPES,
             archs=ARCHS,
             studies=visible_studies(db(), g.user),
+            **form_choices(db(), g.user),
         ),
         status,
     )
@@ -92,22 +93,32 @@ def submit():
     form = {key: request.form.get(key, "") for key in FORM_FIELDS}
     session = db()
     try:
-        job_type, params, study_id = prepare_job(session, g.user, job_request_from_form(form))
-        job = submit_job(session, job_type, params, owner_id=g.user.id, study_id=study_id)
+        prepared = prepare_job(session, g.user, job_request_from_form(form))
+        job = submit_job(
+            session,
+            prepared.type,
+            prepared.params,
+            owner_id=g.user.id,
+            study_id=prepared.study_id,
+            internal=prepared.internal,
+        )
     except WebError as exc:
         return _job_form_page(exc.status, exc.message, form)
     except JobParamsError as exc:
         return _job_form_page(400, str(exc), form)
+    except JobQuotaExceeded as exc:
+        page, status = _job_form_page(429, f"{str(exc)[0].upper()}{str(exc)[1:]}.", form)
+        return page, status, {"Retry-After": str(exc.retry_after_s)}
     except QueueUnavailable as exc:
         return _job_form_page(503, f"The job queue is unavailable; try again later ({exc}).", form)
-    flash(f"{job_type.capitalize()} job queued.", "success")
+    flash(f"{prepared.type.capitalize()} job queued.", "success")
     return redirect(url_for("dashboard.job", job_id=job.id), 303)
 
 
 def job(job_id: str):
     session = db()
     record = visible_job(session, g.user, job_id)
-    detail = job_detail(session, record, current_app.config["MLFLOW_UI_URL"])
+    detail = job_detail(session, record, current_app.config["MLFLOW_UI_URL"], viewer=g.user)
     return render_template("job.html", job=detail, study=record.study_id, ranking=_parent_table(detail))
 
 
@@ -120,7 +131,7 @@ def _parent_table(detail: dict[str, Any]) -> list[dict[str, Any]] | None:
 def job_json(job_id: str):
     session = db()
     record = visible_job(session, g.user, job_id)
-    return jsonify(job_detail(session, record, current_app.config["MLFLOW_UI_URL"]))
+    return jsonify(job_detail(session, record, current_app.config["MLFLOW_UI_URL"], viewer=g.user))
 
 
 def cancel(job_id: str):

@@ -1,4 +1,5 @@
-"""The model registry page: each registered model's versions, the champions, and links into MLflow."""
+"""The model registry page: each registered model's versions, the champions, every alias move (who, when,
+from which version, why) and links into MLflow."""
 
 from __future__ import annotations
 

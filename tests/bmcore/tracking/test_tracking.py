@@ -1,4 +1,5 @@
-"""bmcore.tracking against a real local MLflow store (SQLite + files) under a temporary data dir.
+"""bmcore.tracking against a real local MLflow store (SQLite + files) under a temporary data dir, with the
+bmseg database beside it (where every alias move is recorded).
 
 Creating a fresh MLflow SQLite store runs its migrations (seconds), so one store serves the module;
 tests that need a registry state build it in module-scoped fixtures.
@@ -6,6 +7,7 @@ tests that need a registry state build it in module-scoped fixtures.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -18,7 +20,9 @@ import torch
 
 from bmcore import tracking
 from bmcore.config import Settings, get_settings
+from bmcore.db import AliasMove, Job, dispose_engines, init_db, session_scope
 from bmcore.models import build_model, load_checkpoint, save_checkpoint
+from bmcore.tracking.alias_moves import alias_history, os_user
 from bmcore.tracking.logged_model import log_model
 
 TINY_UNET = {"base_channels": 4, "depth": 2}
@@ -35,15 +39,25 @@ def store(tmp_path_factory) -> Iterator[Settings]:
         for name in ("BMSEG_MLFLOW_TRACKING_URI", "BMSEG_MLFLOW_ARTIFACT_ROOT", "MLFLOW_TRACKING_URI"):
             patch.delenv(name, raising=False)
         patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        patch.delenv("BMSEG_DATABASE_URL", raising=False)
         get_settings.cache_clear()
         try:
             tracking.configure()
+            init_db()  # the bmseg database: alias moves are recorded there
             yield get_settings()
         finally:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
             get_settings.cache_clear()
+            dispose_engines()
     get_settings.cache_clear()
+
+
+def _moves(model_name: str) -> list[dict]:
+    """The recorded moves of ``model_name``'s aliases, oldest first, without their times."""
+    with session_scope() as session:
+        history = alias_history(session, model_name)
+    return [{k: v for k, v in move.items() if k != "at"} for move in reversed(history)]
 
 
 def _checkpoint(path: Path, seed: int, epoch: int = 3) -> tuple[Path, torch.nn.Module]:
@@ -167,6 +181,28 @@ def test_versions_and_champion_alias(unet_versions):
     assert newest["metrics"] == {"val_lesion_dice": 0.7, "best_epoch": 3}
     assert newest["tags"]["arch"] == "unet" and "val_dice_ET" not in newest["tags"]
     assert unet["versions"][1]["aliases"] == []
+    # each move of champion is recorded: who (the command's OS user), from which version, why
+    by = f"cli:{os_user()}"
+    assert _moves("bmseg-unet") == [
+        {
+            "model": "bmseg-unet",
+            "alias": "champion",
+            "from_version": None,
+            "to_version": 1,
+            "moved_by": by,
+            "reason": "val_lesion_dice 0.5; no champion yet",
+            "job_id": None,
+        },
+        {
+            "model": "bmseg-unet",
+            "alias": "champion",
+            "from_version": 1,
+            "to_version": 3,
+            "moved_by": by,
+            "reason": "val_lesion_dice 0.7 > 0.5 of v1",
+            "job_id": None,
+        },
+    ]
 
 
 def test_a_cross_validation_fold_never_takes_champion_on_its_own(store, experiment, unet_versions):
@@ -186,6 +222,7 @@ def test_a_cross_validation_fold_never_takes_champion_on_its_own(store, experime
     assert fcn["versions"][0]["tags"]["champion_eligible"] == "false"
     with pytest.raises(LookupError):
         tracking.resolve_model("models:/bmseg-fcn@champion")
+    assert _moves("bmseg-fcn") == []
 
 
 def test_model_is_logged_to_the_run_without_an_active_run(unet_versions, experiment):
@@ -289,3 +326,107 @@ def test_import_leaves_torch_and_mlflow_unloaded():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert result.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------ alias moves
+
+
+def _cnn_version(store, experiment, seed: int, dice: float, **register) -> dict:
+    torch.manual_seed(seed)
+    path = store.data_dir / f"cnn-{seed}" / "best.pt"
+    save_checkpoint(path, build_model("cnn", base_channels=4).eval(), "cnn", {"epoch": 1})
+    run_id = tracking.start_run(experiment, f"train-cnn-{seed}", {"arch": "cnn"})
+    registered = tracking.register_model(
+        run_id, "cnn", log_model(run_id, path, "cnn"), {"val_lesion_dice": dice}, **register
+    )
+    tracking.end_run(run_id)
+    return registered
+
+
+def _champion(name: str) -> int | None:
+    return {entry["name"]: entry for entry in tracking.registry_overview()}[name]["champion"]
+
+
+def test_every_move_of_champion_is_recorded_and_only_eligible_runs_move_it(store, experiment):
+    """A run on a data set not registered as promotable (champion_eligible False) keeps the alias where it
+    is and records nothing, however well it scores; an eligible one moves it and records why."""
+    with session_scope() as session:
+        job = Job(type="train", params={"data": "/d"}, status="running")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    assert _cnn_version(store, experiment, 1, 0.4)["champion"] is True
+    assert _cnn_version(store, experiment, 2, 0.9, champion_eligible=False) == {
+        "name": "bmseg-cnn",
+        "version": 2,
+        "champion": False,
+    }
+    assert _champion("bmseg-cnn") == 1 and len(_moves("bmseg-cnn")) == 1
+    assert _cnn_version(store, experiment, 3, 0.5, job_id=job_id)["champion"] is True
+    assert _champion("bmseg-cnn") == 3
+    moved = _moves("bmseg-cnn")[-1]
+    assert moved["moved_by"] == f"job {job_id}" and moved["job_id"] == job_id
+    assert (moved["from_version"], moved["to_version"], moved["reason"]) == (
+        1,
+        3,
+        "val_lesion_dice 0.5 > 0.4 of v1",
+    )
+
+
+def test_set_champion_records_who_and_why(store, experiment):
+    assert _champion("bmseg-cnn") == 3  # after the test above
+    assert tracking.set_champion("bmseg-cnn", 2, moved_by="root@example.org", reason="reviewed") is True
+    assert _champion("bmseg-cnn") == 2
+    assert _moves("bmseg-cnn")[-1] | {"job_id": None} == {
+        "model": "bmseg-cnn",
+        "alias": "champion",
+        "from_version": 3,
+        "to_version": 2,
+        "moved_by": "root@example.org",
+        "reason": "reviewed",
+        "job_id": None,
+    }
+    count = len(_moves("bmseg-cnn"))
+    assert tracking.set_champion("bmseg-cnn", 2, moved_by="root@example.org") is False  # no move
+    for name, version in (("bmseg-cnn", 99), ("bmseg-nope", 1)):
+        with pytest.raises(LookupError, match=f"no model version {name}/{version}"):
+            tracking.set_champion(name, version)
+    assert len(_moves("bmseg-cnn")) == count and _champion("bmseg-cnn") == 2
+
+
+def test_a_move_mlflow_refuses_records_nothing(store, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise ConnectionError("tracking server went away")
+
+    before = len(_moves("bmseg-cnn"))
+    client = tracking.mlflow_client()
+    monkeypatch.setattr(type(client), "set_registered_model_alias", refuse)
+    with pytest.raises(ConnectionError):
+        tracking.set_champion("bmseg-cnn", 1, moved_by="root@example.org", reason="x")
+    with session_scope() as session:
+        assert session.query(AliasMove).filter_by(model_name="bmseg-cnn").count() == before
+
+
+def test_promote_and_models_commands(store):
+    from typer.testing import CliRunner
+
+    from bmcore.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["promote", "bmseg-cnn", "1", "--reason", "back to the first"])
+    assert done.exit_code == 0, done.output
+    assert f"bmseg-cnn@champion is now version 1 (moved by cli:{os_user()})" in done.output
+    assert "nothing moved" in runner.invoke(app, ["promote", "bmseg-cnn", "1", "--reason", "again"]).output
+    refused = runner.invoke(app, ["promote", "bmseg-cnn", "1", "--reason", " "])
+    assert refused.exit_code != 0 and "--reason must say why" in str(refused.exception)
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0, listed.output
+    cnn = {entry["name"]: entry for entry in json.loads(listed.output)}["bmseg-cnn"]
+    assert cnn["champion"] == 1
+    assert [(m["from_version"], m["to_version"]) for m in cnn["history"]] == [
+        (2, 1),
+        (3, 2),
+        (1, 3),
+        (None, 1),
+    ]
+    assert cnn["history"][0]["reason"] == "back to the first"
