@@ -1,6 +1,10 @@
 """Importing patient metadata onto ``Patient`` rows: a CSV of clinical fields, or a synthetic cohort's
 ``cohort.json``. All or nothing: every row is checked before anything is written, and an error while
 writing rolls the session back.
+
+An import writes into one group (``group``, by default ``default``): patients are looked up by pseudonym
+within that group and created there, so an import never touches another group's patient of the same
+pseudonym. The group must exist (``bmseg group create``), except ``default``, made on first use.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bmcore.db import Patient
-from bmcore.db.groups import DEFAULT_GROUP, group_named
+from bmcore.db import Group, Patient
+from bmcore.db.groups import DEFAULT_GROUP, check_group_name, find_group, group_named
 from bmcore.patients.fields import (
     ID_FIELD,
     MAX_PSEUDONYM,
@@ -96,6 +100,25 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return headers, rows
 
 
+def import_group(session: Session, name: str) -> Group:
+    """The group an import writes into: an existing one, or ``default`` (made on first use; not
+    committed); :class:`MetadataError` for a malformed name or a group that does not exist."""
+    try:
+        name = check_group_name(name)
+    except ValueError as exc:
+        raise MetadataError(str(exc)) from None
+    if name == DEFAULT_GROUP:
+        return group_named(session, name)
+    group = find_group(session, name)
+    if group is None:
+        raise MetadataError(f"no group {name} (create it first: bmseg group create {name})")
+    return group
+
+
+def _group_patients(session: Session, group: Group) -> dict[str, Patient]:
+    return {p.pseudonym: p for p in session.scalars(select(Patient).where(Patient.group_id == group.id))}
+
+
 class _PlannedRow(NamedTuple):
     text: str  # the id as written in the file
     patient: Patient | None  # None: not in the database yet
@@ -110,30 +133,36 @@ def import_metadata(
     *,
     create_missing: bool = False,
     allow_extra: bool = False,
+    group: str = DEFAULT_GROUP,
 ) -> ImportReport:
-    """Read a CSV of per-patient clinical fields onto ``Patient`` rows and commit; all or nothing.
+    """Read a CSV of per-patient clinical fields onto the ``Patient`` rows of ``group`` and commit; all or
+    nothing.
 
     Raises :class:`MetadataError` (nothing written) for unknown columns, missing patients (listed), an
-    empty or duplicated id, and bad numbers. Clinical fields are merged into ``Patient.clinical``.
+    empty or duplicated id, bad numbers and an unknown group. Clinical fields are merged into
+    ``Patient.clinical``.
     """
     path = Path(csv_path)
     source = path.name
     headers, rows = _read_rows(path)
     mapping = map_columns(headers, column_map, allow_extra, source)
-    group = group_named(session, DEFAULT_GROUP)
-    patients = {p.pseudonym: p for p in session.scalars(select(Patient).where(Patient.group_id == group.id))}
-    planned = _plan_rows(rows, mapping, patients, source)
-    missing = [row.text for row in planned if row.patient is None]
-    if missing and not create_missing:
-        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise MetadataError(
-            f"{source}: {len(missing)} patient(s) not in the database: {shown} "
-            "(import their studies first, or pass --create-missing)"
-        )
+    target = import_group(session, group)
+    try:
+        planned = _plan_rows(rows, mapping, _group_patients(session, target), source)
+        missing = [row.text for row in planned if row.patient is None]
+        if missing and not create_missing:
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            raise MetadataError(
+                f"{source}: {len(missing)} patient(s) not in group {target.name}: {shown} "
+                "(import their studies first, or pass --create-missing)"
+            )
+    except MetadataError:
+        session.rollback()  # nor the default group, when this import made it
+        raise
     report = ImportReport(source=str(path), rows=len(rows), columns=dict(mapping))
     try:
         for row in planned:
-            _write_row(session, row, report)
+            _write_row(session, row, report, target)
         session.commit()
     except BaseException:
         session.rollback()
@@ -187,11 +216,11 @@ def _row_fields(
     return primary, clinical
 
 
-def _write_row(session: Session, row: _PlannedRow, report: ImportReport) -> None:
-    """One planned row onto its patient (created when missing), counted in ``report``."""
+def _write_row(session: Session, row: _PlannedRow, report: ImportReport, group: Group) -> None:
+    """One planned row onto its patient (created in ``group`` when missing), counted in ``report``."""
     patient, clinical = row.patient, row.clinical
     if patient is None:
-        patient = Patient(pseudonym=row.text, clinical={}, group=group_named(session, DEFAULT_GROUP))
+        patient = Patient(pseudonym=row.text, clinical={}, group=group)
         session.add(patient)
         report.created.append(row.text)
     else:
@@ -204,11 +233,12 @@ def _write_row(session: Session, row: _PlannedRow, report: ImportReport) -> None
     report.count_primary(row.primary)
 
 
-def import_cohort_json(session: Session, data_dir: str | Path) -> ImportReport:
-    """Patients of a synthetic cohort (``DATA_DIR/cohort.json``) with their primary cancers; commits.
+def import_cohort_json(session: Session, data_dir: str | Path, group: str = DEFAULT_GROUP) -> ImportReport:
+    """Patients of a synthetic cohort (``DATA_DIR/cohort.json``) with their primary cancers, in ``group``;
+    commits.
 
-    Creates the missing ``Patient`` rows and sets every listed patient's primary cancer (the generator's
-    draw, in the reference study's proportions).
+    Creates the missing ``Patient`` rows of ``group`` and sets every listed patient's primary cancer (the
+    generator's draw, in the reference study's proportions).
     """
     path = Path(data_dir)
     if path.is_dir():
@@ -220,15 +250,15 @@ def import_cohort_json(session: Session, data_dir: str | Path) -> ImportReport:
             raise TypeError("patients is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MetadataError(f"{path}: not a synthetic cohort's cohort.json ({exc})") from None
-    group = group_named(session, DEFAULT_GROUP)
-    existing = {p.pseudonym: p for p in session.scalars(select(Patient).where(Patient.group_id == group.id))}
+    target = import_group(session, group)
+    existing = _group_patients(session, target)
     report = ImportReport(source=str(path), rows=len(listed), columns={"patients": "cohort.json"})
     try:
         for pseudonym, record in listed.items():
             primary = normalize_primary((record or {}).get("primary_cancer"))
             patient = existing.get(str(pseudonym))
             if patient is None:
-                patient = Patient(pseudonym=str(pseudonym), clinical={}, group=group)
+                patient = Patient(pseudonym=str(pseudonym), clinical={}, group=target)
                 session.add(patient)
                 report.created.append(str(pseudonym))
             else:

@@ -15,6 +15,7 @@ from bmcore import tracking
 from bmcore.config import get_settings
 from bmcore.db import Job, Study, User
 from bmcore.reports import cohort as cohort_report
+from bmcore.tracking.alias_moves import alias_history
 from services.web.access import artifact_file, visible_studies
 from services.web.common import WebError, db
 
@@ -24,20 +25,28 @@ MAX_SEED = 2**31
 
 
 def registry_models() -> list[dict[str, Any]]:
-    """The registry overview (the caller answers for MLflow being down)."""
-    return tracking.registry_overview()
+    """The registry overview, each model with the history of its alias moves, newest first (who moved
+    it, when, from which version, why); the caller answers for MLflow being down."""
+    overview = tracking.registry_overview()
+    session = db()
+    for model in overview:
+        model["history"] = alias_history(session, model["name"])
+    return overview
 
 
 # ------------------------------------------------------------------------------------------ segmentations
 
 
-def newest_segmentation(session: Session, study: Study) -> Job | None:
-    """The newest succeeded segment job of ``study`` whose result lists its mask."""
+def newest_segmentation(session: Session, study: Study, user: User) -> Job | None:
+    """The newest succeeded segment job of ``study`` that ``user`` can see (jobs are private: their own;
+    an admin's, any) whose result lists its mask."""
     query = (
         select(Job)
         .where(Job.study_id == study.id, Job.type == "segment", Job.status == "succeeded")
         .order_by(Job.finished_at.desc(), Job.created_at.desc())
     )
+    if not user.is_admin:
+        query = query.where(Job.owner_id == user.id)
     for job in session.scalars(query):
         if job.result is not None and f"{study.study_uid}_seg" in job.result.artifacts:
             return job
@@ -85,13 +94,16 @@ def seed_argument() -> int:
 def cohort_summary(user: User, seed: int = 0) -> tuple[dict[str, Any], Path]:
     """The cohort report of the studies ``user`` can see (cached; drawn on first request): summary, folder.
 
-    Predictions: the newest succeeded segment job's mask of each study.
+    Predictions: the mask of each study's newest succeeded segment job that ``user`` can see. The cache key
+    is the fingerprint of exactly these studies and predictions (:func:`bmcore.reports.cohort.
+    database_report`), so users who see different studies never share a report, and users who see the
+    same ones share it safely.
     """
     session = db()
     studies = visible_studies(session, user, limit=MAX_COHORT_STUDIES)
     predictions = {}
     for study_row in studies:
-        segmentation = newest_segmentation(session, study_row)
+        segmentation = newest_segmentation(session, study_row, user)
         if segmentation is not None:
             try:
                 predictions[study_row.study_uid] = artifact_file(

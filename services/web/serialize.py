@@ -17,7 +17,7 @@ from bmcore.db import Job, JobEvent, Patient, Result, Study, User
 from bmcore.jobs.params import PARENT_TYPES
 from bmcore.jobs.search import job_to_dict
 from bmcore.patients import patient_to_dict
-from services.web.access import can_edit_patient, can_see, patient_studies
+from services.web.access import can_edit_patient, can_see_study, patient_studies
 
 MAX_CHILDREN_SHOWN = 200
 EVENTS_SHOWN = 50
@@ -28,6 +28,7 @@ def study_to_dict(study: Study) -> dict[str, Any]:
         "id": study.id,
         "study_uid": study.study_uid,
         "patient_id": study.patient.pseudonym if study.patient is not None else None,
+        "group": study.patient.group.name if study.patient is not None else None,
         "modalities": sorted(study.files),
         "has_label": study.label_path is not None,
         "shape": list(study.shape or []),
@@ -39,16 +40,20 @@ def study_to_dict(study: Study) -> dict[str, Any]:
 
 
 def patient_summary(user: User, patient: Patient) -> dict[str, Any]:
-    """A patient in a list: its fields and how many of its studies ``user`` can see."""
+    """A patient in a list: its fields, its group and how many of its studies ``user`` can see."""
     return patient_to_dict(patient) | {
-        "studies": sum(1 for s in patient.studies if can_see(user, s.owner_id))
+        "group": patient.group.name,
+        "studies": sum(1 for s in patient.studies if can_see_study(user, s)),
     }
 
 
 def patient_detail(user: User, patient: Patient) -> dict[str, Any]:
     """A patient with the studies ``user`` can see (in visit order) and whether ``user`` may edit it."""
     studies = [study_to_dict(study) for study in patient_studies(user, patient)]
-    return patient_to_dict(patient, studies) | {"can_edit": can_edit_patient(user, patient)}
+    return patient_to_dict(patient, studies) | {
+        "group": patient.group.name,
+        "can_edit": can_edit_patient(user, patient),
+    }
 
 
 # ------------------------------------------------------------------------------------------ values
@@ -126,8 +131,11 @@ def job_summary(job: Job) -> dict[str, Any]:
     return {name: full[name] for name in JOB_SUMMARY_FIELDS}
 
 
-def job_detail(session: Session, job: Job, mlflow_ui_url: str) -> dict[str, Any]:
-    """A job with its result (metrics, artifact names) and its last events, for the API and the job page."""
+def job_detail(session: Session, job: Job, mlflow_ui_url: str, viewer: User | None = None) -> dict[str, Any]:
+    """A job with its result (metrics, artifact names) and its last events, for the API and the job page.
+
+    Debug events (a failed job's traceback: worker paths, code, data) reach admins only: ``viewer`` must
+    be an admin to see them; without a viewer nobody does."""
     data = job_to_dict(job)
     result: Result | None = job.result
     data["result"] = (
@@ -139,9 +147,10 @@ def job_detail(session: Session, job: Job, mlflow_ui_url: str) -> dict[str, Any]
         if result is not None
         else None
     )
-    events = session.scalars(
-        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id.desc()).limit(EVENTS_SHOWN)
-    ).all()
+    query = select(JobEvent).where(JobEvent.job_id == job.id)
+    if viewer is None or not viewer.is_admin:
+        query = query.where(JobEvent.level != "debug")
+    events = session.scalars(query.order_by(JobEvent.id.desc()).limit(EVENTS_SHOWN)).all()
     data["events"] = [
         {"at": event.at.isoformat() if event.at else None, "level": event.level, "message": event.message}
         for event in reversed(events)

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from bmcore.reports.cohort import PLOTS
 
@@ -166,35 +167,57 @@ def test_patient_form_edits_primary_cancer_and_clinical_fields(signed_in, client
     assert client.get(f"/api/v1/patients/{pid}", headers=api["alice"]).json["primary_cancer"] == "breast"
 
 
-def test_patient_visibility_and_edit_rights(app, client, api, users, cohort_studies, upload, study_files):
+def test_patient_visibility_and_edit_rights(
+    app, client, api, users, cohort_studies, upload, study_files, db_session
+):
+    """Patients belong to a group: its members see and edit them, nobody else sees them (404, as for an
+    unknown id), and an upload under the same pseudonym elsewhere is a patient of its own."""
+    from bmcore.db import Group, User
+
     ids = patient_ids(client, api["alice"])
     bob = app.test_client()
     sign_in(bob, users.bob.email)
-    assert bob.get(f"/patients/{ids['P001']}").status_code == 403
+    hidden = bob.get(f"/patients/{ids['P001']}")
+    assert hidden.status_code == 404 and f"unknown patient id: {ids['P001']}" in hidden.text
     assert bob.get("/patients/99999").status_code == 404
     assert patient_ids(client, api["bob"]) == {}
 
-    # Bob uploads a visit of P001 too: both see the patient; only the admin may edit it now.
+    # Bob uploads a "P001" too: a patient of his own group; alice's stays hers (and editable by her).
     assert (
         upload(study_files("bob", seed=5), patient_id="P001", study_uid="B001", user="bob").status_code == 201
     )
-    page = bob.get(f"/patients/{ids['P001']}")
+    bobs = patient_ids(client, api["bob"])
+    assert list(bobs) == ["P001"] and bobs["P001"] != ids["P001"]
+    page = bob.get(f"/patients/{bobs['P001']}")
     assert page.status_code == 200 and "B001" in page.text and "S001" not in page.text
-    assert 'id="patient-form"' not in page.text
+    assert 'id="patient-form"' in page.text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     assert (
         bob.post(f"/patients/{ids['P001']}", data={"csrf_token": csrf, "primary_cancer": "lung"}).status_code
-        == 403
+        == 404
     )
-    refused = client.patch(
+    allowed = client.patch(
         f"/api/v1/patients/{ids['P001']}", json={"primary_cancer": "lung"}, headers=api["alice"]
     )
-    assert refused.status_code == 403 and "admin" in refused.json["error"]
-    allowed = client.patch(
-        f"/api/v1/patients/{ids['P001']}", json={"primary_cancer": "lung"}, headers=api["root"]
-    )
     assert allowed.status_code == 200 and allowed.json["primary_cancer"] == "lung"
-    assert [s["study_uid"] for s in allowed.json["studies"]] == ["S001", "S002", "B001"]  # upload order
+    assert [s["study_uid"] for s in allowed.json["studies"]] == ["S001", "S002"]
+
+    # An admin adds bob to alice's group: now he sees and edits her patients too.
+    group = db_session.scalars(select(Group).where(Group.name == f"user-{users.alice.id}")).one()
+    group.members.append(db_session.get(User, users.bob.id))
+    db_session.commit()
+    listed = client.get("/api/v1/patients", headers=api["bob"]).json["patients"]
+    assert sorted((p["pseudonym"], p["group"]) for p in listed) == [
+        ("P001", f"user-{users.alice.id}"),
+        ("P001", f"user-{users.bob.id}"),
+        ("P002", f"user-{users.alice.id}"),
+    ]
+    shared = bob.get(f"/patients/{ids['P001']}")
+    assert shared.status_code == 200 and "S001" in shared.text and 'id="patient-form"' in shared.text
+    edited = client.patch(
+        f"/api/v1/patients/{ids['P002']}", json={"clinical": {"kps": 70}}, headers=api["bob"]
+    )
+    assert edited.status_code == 200 and edited.json["group"] == f"user-{users.alice.id}"
     root = app.test_client()
     assert sign_in(root, users.root.email, PASSWORD).status_code == 303
     assert 'id="patient-form"' in root.get(f"/patients/{ids['P001']}").text
@@ -224,7 +247,8 @@ def test_patient_api(client, api, cohort_studies):
         assert refused.status_code == status and "error" in refused.json, body
     assert client.patch(url, data="x", headers=api["alice"]).status_code == 415
     assert client.patch("/api/v1/patients/99999", json={}, headers=api["alice"]).status_code == 404
-    assert client.get(url, headers=api["bob"]).status_code == 403
+    hidden = client.get(url, headers=api["bob"])
+    assert hidden.status_code == 404 and hidden.json == {"error": f"unknown patient id: {ids['P001']}"}
     assert client.get("/api/v1/patients").status_code == 401
 
 

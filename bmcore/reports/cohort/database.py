@@ -45,12 +45,26 @@ def sort_visits(studies: Sequence[Study]) -> list[Study]:
     )
 
 
-def study_ref(study: Study) -> imaging.StudyRef:
-    """The files of a database study (found from ``Study.directory``), under its uid and pseudonym."""
+def patient_label(study: Study, qualified: bool = False) -> str:
+    """The patient as a cohort report names it: the pseudonym, or ``group/pseudonym`` when ``qualified``."""
+    patient = study.patient
+    return f"{patient.group.name}/{patient.pseudonym}" if qualified else patient.pseudonym
+
+
+def shared_pseudonyms(studies: Sequence[Study]) -> set[str]:
+    """Pseudonyms that name more than one patient among ``studies`` (the same pseudonym in two groups)."""
+    patients: dict[str, set[int]] = {}
+    for study in studies:
+        patients.setdefault(study.patient.pseudonym, set()).add(study.patient_id)
+    return {pseudonym for pseudonym, ids in patients.items() if len(ids) > 1}
+
+
+def study_ref(study: Study, qualified: bool = False) -> imaging.StudyRef:
+    """The files of a database study (found from ``Study.directory``), under its uid and patient label."""
     ref = imaging.study_from_dir(study.directory)
     if ref.label is None and study.label_path and Path(study.label_path).is_file():
         ref = replace(ref, label=Path(study.label_path), label_kind="multiclass")
-    return replace(ref, study_id=study.study_uid, patient_id=study.patient.pseudonym)
+    return replace(ref, study_id=study.study_uid, patient_id=patient_label(study, qualified))
 
 
 def database_report(
@@ -75,12 +89,13 @@ def database_report(
     if (target / "cohort.json").is_file():
         return json.loads((target / "cohort.json").read_text()), target
     refs, unreadable = [], []
+    shared = shared_pseudonyms(studies)  # two groups' patients of one pseudonym are two patients
     for study in studies:
         try:
-            refs.append(study_ref(study))
+            refs.append(study_ref(study, study.patient.pseudonym in shared))
         except (imaging.StudyError, OSError) as exc:
             unreadable.append({"study_id": study.study_uid, "error": str(exc).splitlines()[0]})
-    primaries = {s.patient.pseudonym: s.patient.primary_cancer for s in studies}
+    primaries = {patient_label(s, s.patient.pseudonym in shared): s.patient.primary_cancer for s in studies}
     summary = write_report_atomically(
         target,
         studies=refs,
@@ -108,6 +123,7 @@ def _fingerprint(studies: Sequence[Study], predictions: Mapping[str, Path], seed
                 s.directory,
                 s.label_path,
                 s.patient.pseudonym,
+                s.patient.group_id,
                 s.patient.primary_cancer,
                 file_key(predictions.get(s.study_uid)),
             ]

@@ -1,14 +1,14 @@
-"""The cohort page of the studies a user can see: summary tables, plots, and its JSON."""
+"""The cohort page of the studies a user can see (their own and their groups' patients'): summary tables,
+plots, and its JSON."""
 
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, render_template, request, send_file
-from sqlalchemy import select
 
-from bmcore.db import Patient
 from bmcore.patients import PRIMARY_CANCER_TYPES
 from bmcore.reports import cohort as cohort_report
-from services.web.access import visible_studies
+from bmcore.reports.cohort.database import patient_label, shared_pseudonyms
+from services.web.access import can_see_patient, visible_studies
 from services.web.common import WebError, db, privately_cached
 from services.web.reports import MAX_COHORT_STUDIES, cohort_summary, seed_argument
 
@@ -16,11 +16,17 @@ from services.web.reports import MAX_COHORT_STUDIES, cohort_summary, seed_argume
 def cohort():
     seed = seed_argument()
     summary, folder = cohort_summary(g.user, seed)
-    pseudonyms = [p["patient_id"] for p in summary["patients"]]
-    rows = db().scalars(select(Patient).where(Patient.pseudonym.in_(pseudonyms))) if pseudonyms else []
-    patient_ids = {p.pseudonym: p.id for p in rows}
     records = {r["study_id"]: r for r in summary["studies"]}
-    study_ids = {s.study_uid: s.id for s in visible_studies(db(), g.user, limit=MAX_COHORT_STUDIES)}
+    studies = visible_studies(db(), g.user, limit=MAX_COHORT_STUDIES)
+    study_ids = {s.study_uid: s.id for s in studies}
+    # Links to the patients of the studies shown: pseudonyms are unique per group only, so they come from
+    # the visible studies themselves, never from a lookup by pseudonym across groups.
+    shared = shared_pseudonyms(studies)
+    patient_ids = {
+        patient_label(s, s.patient.pseudonym in shared): s.patient_id
+        for s in studies
+        if can_see_patient(g.user, s.patient)
+    }
     return render_template(
         "cohort.html",
         summary=summary,

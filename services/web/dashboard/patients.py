@@ -46,7 +46,7 @@ def _as_float(value: Any) -> float | None:
 
 def _visit(study_row) -> dict[str, Any]:
     """One visit: its newest segmentation and lesions (prediction, else ground truth), or the reason."""
-    segmentation = newest_segmentation(db(), study_row)
+    segmentation = newest_segmentation(db(), study_row, g.user)
     lesions, source, error = None, None, None
     try:
         if has_lesion_table(segmentation, study_row):
@@ -117,7 +117,7 @@ def _update_from_form(form) -> dict[str, Any]:
 def update_patient(patient_id: int):
     session = db()
     record = visible_patient(session, g.user, patient_id)
-    check_can_edit_patient(g.user, record, "ask an admin to edit it")
+    check_can_edit_patient(g.user, record)
     body = _update_from_form(request.form)
     try:
         primary, primary_given, checked = validate_patient_update(body)

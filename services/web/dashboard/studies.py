@@ -6,27 +6,41 @@ import math
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import select
 
-from bmcore.db import Job, Study
+from bmcore.db import Group, Job, Study
 from bmcore.imaging import MODALITIES, StudyError
 from bmcore.metrics import LABELS
 from services.web import slices
 from services.web.access import artifact_file, jobs_of_studies, visible_job, visible_studies, visible_study
 from services.web.common import WebError, db, privately_cached
 from services.web.reports import has_lesion_table, newest_segmentation, segmentation_lesions
-from services.web.uploads import UploadError, store_study_upload
+from services.web.study_intake import store_study_upload
+from services.web.uploads import UploadError
 
 OVERLAYS = ("prediction", "label", "none")
 STUDY_JOBS_SHOWN = 10
 
 
+def upload_groups() -> tuple[list[str], str | None]:
+    """The groups the upload form offers (the user's; an admin: every group), by name, and the label of
+    the empty choice (None: there is none; an admin's stands for their default group)."""
+    if g.user.is_admin:
+        return list(db().scalars(select(Group.name).order_by(Group.name))), "your default group"
+    names = sorted(group.name for group in g.user.groups)
+    return names, "choose a group" if len(names) > 1 else None
+
+
 def _studies_page(status: int = 200, error: str | None = None, form: dict[str, str] | None = None):
     session = db()
     studies = visible_studies(session, g.user)
+    groups, group_blank = upload_groups()
     return (
         render_template(
             "studies.html",
             studies=studies,
+            groups=groups,
+            group_blank=group_blank,
             modalities=MODALITIES,
             error=error,
             form=form or {},
@@ -41,7 +55,7 @@ def studies():
 
 
 def upload_study():
-    form = {"patient_id": request.form.get("patient_id", ""), "study_uid": request.form.get("study_uid", "")}
+    form = {name: request.form.get(name, "") for name in ("patient_id", "study_uid", "group")}
     config = current_app.config
     try:
         study = store_study_upload(
@@ -49,9 +63,10 @@ def upload_study():
             request.files,
             form["patient_id"],
             form["study_uid"],
-            g.user.id,
+            g.user,
             config["UPLOADS_DIR"],
-            config["MAX_VOXELS"],
+            config["MAX_UPLOAD_VOXELS"],
+            group=form["group"],
         )
     except UploadError as exc:
         return _studies_page(exc.status, f"Upload refused: {exc.message}", form)
@@ -80,7 +95,7 @@ def _viewer(record: Study, segmentation: Job | None) -> dict[str, Any]:
 def study(study_id: int):
     session = db()
     record = visible_study(session, g.user, study_id)
-    segmentation = newest_segmentation(session, record)
+    segmentation = newest_segmentation(session, record, g.user)
     lesions: list[dict[str, str]] | None = None
     if has_lesion_table(segmentation, record):
         try:
@@ -124,7 +139,10 @@ def _prediction_overlay(record: Study):
     """The mask of the segmentation asked for (``?job=``) or the newest one, or None."""
     session, config = db(), current_app.config
     job_id = request.args.get("job")
-    segmentation = visible_job(session, g.user, job_id) if job_id else newest_segmentation(session, record)
+    if job_id:
+        segmentation = visible_job(session, g.user, job_id)
+    else:
+        segmentation = newest_segmentation(session, record, g.user)
     if segmentation is None:
         return None
     if segmentation.study_id != record.id:

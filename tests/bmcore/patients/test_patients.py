@@ -125,7 +125,7 @@ def test_missing_patients_are_listed_and_nothing_is_written(session, tmp_path):
     path = write_csv(tmp_path, "ID,primary\n100101,breast\n999001,lung\n999002,renal cell carcinoma\n")
     with (
         session() as s,
-        pytest.raises(MetadataError, match=r"2 patient\(s\) not in the database: 999001, 999002"),
+        pytest.raises(MetadataError, match=r"2 patient\(s\) not in group default: 999001, 999002"),
     ):
         import_metadata(s, path)
     patients = rows(session)
@@ -256,7 +256,7 @@ def test_cli_patients_import(sqlite_url, monkeypatch, tmp_path):
         path = write_csv(tmp_path, "patient_id,primary,Sex\nP1,lung,F\n")
         runner = CliRunner()
         refused = runner.invoke(app, ["patients", "import", str(path)])
-        assert refused.exit_code != 0 and "not in the database: P1" in str(refused.exception)
+        assert refused.exit_code != 0 and "not in group default: P1" in str(refused.exception)
         result = runner.invoke(app, ["patients", "import", str(path), "--create-missing"])
         assert result.exit_code == 0, result.output
         assert "1 created" in result.output and "lung 1" in result.output
@@ -266,6 +266,103 @@ def test_cli_patients_import(sqlite_url, monkeypatch, tmp_path):
         with make_engine(sqlite_url).connect() as connection:
             value = connection.exec_driver_sql("SELECT primary_cancer FROM patients").scalar()
         assert value == "melanoma"
+    finally:
+        get_settings.cache_clear()
+        dispose_engines()
+
+
+# ----------------------------------------------------------------------------------------- groups
+
+
+def group_patients(factory, name: str) -> dict[str, Patient]:
+    from bmcore.db import Group
+
+    with factory() as session:
+        query = select(Patient).join(Group, Patient.group_id == Group.id).where(Group.name == name)
+        return {p.pseudonym: p for p in session.scalars(query)}
+
+
+def test_an_import_writes_into_its_group_only(session, tmp_path):
+    """The same pseudonym in another group is another patient: an import into clinic-a neither reads nor
+    changes the default group's 100101, and creates its missing patients in clinic-a."""
+    from bmcore.db import Group
+
+    with session() as s:
+        s.add(Group(name="clinic-a"))
+        s.commit()
+    path = write_csv(tmp_path, "patient_id,primary,age\n100101,breast,51\n")
+    with session() as s, pytest.raises(MetadataError, match=r"1 patient\(s\) not in group clinic-a: 100101"):
+        import_metadata(s, path, group="clinic-a")
+    with session() as s:
+        report = import_metadata(s, path, create_missing=True, group="clinic-a")
+    assert report.created == ["100101"] and not report.updated
+    created = group_patients(session, "clinic-a")["100101"]
+    assert created.primary_cancer == "breast" and created.clinical == {"age": 51}
+    default = group_patients(session, DEFAULT_GROUP)["100101"]
+    assert default.primary_cancer is None and default.clinical == {"note_kept": "yes"}
+
+    again = write_csv(tmp_path, "patient_id,primary\n100101,lung\n", "again.csv")
+    with session() as s:
+        assert import_metadata(s, again, group="clinic-a").updated == ["100101"]
+    assert group_patients(session, "clinic-a")["100101"].primary_cancer == "lung"
+    assert group_patients(session, DEFAULT_GROUP)["100101"].primary_cancer is None
+
+
+def test_an_import_into_an_unknown_group_writes_nothing(session, tmp_path):
+    path = write_csv(tmp_path, "patient_id,primary\nnew-1,lung\n")
+    for name, message in (("nobody", "no group nobody"), ("bad name!", "not a group name")):
+        with session() as s, pytest.raises(MetadataError, match=message):
+            import_metadata(s, path, create_missing=True, group=name)
+        with session() as s, pytest.raises(MetadataError, match=message):
+            import_cohort_json(s, _cohort_dir(tmp_path), group=name)
+    assert "new-1" not in rows(session) and "c-1" not in rows(session)
+
+
+def _cohort_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "synthetic"
+    folder.mkdir(exist_ok=True)
+    cohort = {"patients": {"c-1": {"primary_cancer": "renal"}, "100101": {"primary_cancer": "breast"}}}
+    (folder / "cohort.json").write_text(json.dumps(cohort))
+    return folder
+
+
+def test_cohort_json_import_into_a_group(session, tmp_path):
+    from bmcore.db import Group
+
+    with session() as s:
+        s.add(Group(name="synthetic-lab"))
+        s.commit()
+    with session() as s:
+        report = import_cohort_json(s, _cohort_dir(tmp_path), group="synthetic-lab")
+    assert sorted(report.created) == ["100101", "c-1"] and not report.updated
+    lab = group_patients(session, "synthetic-lab")
+    assert lab["c-1"].primary_cancer == "renal" and lab["100101"].primary_cancer == "breast"
+    assert group_patients(session, DEFAULT_GROUP)["100101"].primary_cancer is None
+
+
+def test_cli_patients_import_into_a_group(sqlite_url, monkeypatch, tmp_path):
+    from bmcore.cli import app
+    from bmcore.config import get_settings
+    from bmcore.db import Group, dispose_engines, session_factory
+
+    monkeypatch.setenv("BMSEG_DATABASE_URL", sqlite_url)
+    get_settings.cache_clear()
+    try:
+        path = write_csv(tmp_path, "patient_id,primary\nP1,lung\n")
+        runner = CliRunner()
+        refused = runner.invoke(app, ["patients", "import", str(path), "--create-missing", "--group", "lab"])
+        assert refused.exit_code != 0 and "no group lab" in str(refused.exception)
+        init_db(sqlite_url)
+        with session_factory(sqlite_url)() as session:
+            session.add(Group(name="lab"))
+            session.commit()
+        result = runner.invoke(app, ["patients", "import", str(path), "--create-missing", "--group", "lab"])
+        assert result.exit_code == 0, result.output
+        with make_engine(sqlite_url).connect() as connection:
+            found = connection.exec_driver_sql(
+                "SELECT groups.name FROM patients JOIN groups ON groups.id = patients.group_id"
+            ).all()
+        assert found == [("lab",)]
     finally:
         get_settings.cache_clear()
         dispose_engines()
