@@ -2,20 +2,81 @@
 
 Every value comes from the environment (prefix ``BMSEG_``) or a ``.env`` file in the working directory.
 Defaults are embedded and local: SQLite and a local MLflow store under ``data_dir``, Redis on localhost.
-Outside development (``BMSEG_ENV=production``) a default secret key is refused with a message that
-names the variable to set.
+
+Unusable settings raise one :class:`ConfigError` whose message names each setting and the reason, never
+a value (a value may hold a password, as the database URL does). In production (``BMSEG_ENV=production``)
+the secret key, trimmed, must be at least 32 bytes and no known placeholder. Elsewhere the public default
+key is replaced by a random one generated once into ``data_dir/secret_key`` (mode 0600), so that no one can
+sign a session cookie with the key published here, and every web worker of one data dir shares it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import secrets
+import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import NonNegativeInt, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SECRET = "dev-insecure-secret-change-me"
+# Keys published in this repository (the default, .env.example's) or commonly left in place: public, so
+# never a production key, and replaced by a generated one elsewhere.
+PLACEHOLDER_SECRETS = frozenset({DEFAULT_SECRET, "change-me-to-a-long-random-string", "change-me", "secret"})
+PLACEHOLDER_WORDS = ("changeme", "insecure", "placeholder")
+MIN_SECRET_BYTES = 32
+MIN_SECRET_DISTINCT_CHARACTERS = 8
+SECRET_KEY_FILE = "secret_key"
+SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+class ConfigError(RuntimeError):
+    """Settings that cannot be used. The message, one line, names each setting (``BMSEG_<NAME>``) and
+    why, never its value. A RuntimeError, so ``bmseg`` prints it as ``error: …`` and ``gunicorn
+    --preload`` as ``Error: …``, both without a traceback."""
+
+
+def is_public_secret(key: str) -> bool:
+    """Whether ``key`` (trimmed) is empty or a known placeholder: anyone could sign cookies with it."""
+    normalised = re.sub(r"[^a-z0-9]", "", key.lower())
+    return not key or key in PLACEHOLDER_SECRETS or any(word in normalised for word in PLACEHOLDER_WORDS)
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` (trimmed) cannot sign production sessions, or None when it can."""
+    if not key:
+        return "is empty"
+    if is_public_secret(key):
+        return "is a published placeholder"
+    if len(key.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    if len(set(key)) < MIN_SECRET_DISTINCT_CHARACTERS:
+        return "is not random (too few distinct characters)"
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    """The settings a ValidationError refuses and why, without the values it carries (``input_value``)."""
+    reasons = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        location = error.get("loc") or ()
+        name = f"BMSEG_{str(location[0]).upper()}" if location else "settings"
+        reasons.append(f"{name}: {error['msg']}")
+    return "invalid settings: " + "; ".join(reasons)
+
+
+def _describe_source(exc: SettingsError) -> str:
+    """A SettingsError (a value that is not valid JSON for a list or dict setting), by setting name."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    name = f"BMSEG_{match.group(1).upper()}" if match else "a setting"
+    return f"invalid settings: {name}: not a valid JSON value for this setting"
 
 
 class Settings(BaseSettings):
@@ -65,6 +126,18 @@ class Settings(BaseSettings):
     max_depth: int = 6
     max_num_workers: int = 16
     max_samples_per_epoch: int = 1_000_000
+    # Reverse proxies in front of the web (docker-compose: 1, the TLS proxy) whose X-Forwarded-For/-Proto/
+    # -Host the web trusts (werkzeug ProxyFix): it then knows requests are HTTPS and sees clients' addresses.
+    # 0 (direct, the default): those headers are ignored, since any client could send them.
+    trusted_proxies: NonNegativeInt = 0
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        except SettingsError as exc:
+            raise ConfigError(_describe_source(exc)) from None
 
     @model_validator(mode="after")
     def _fill_defaults_and_refuse_unsafe(self) -> Settings:
@@ -75,18 +148,22 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{self.data_dir / 'mlflow.db'}"
         if not self.mlflow_artifact_root:
             self.mlflow_artifact_root = str(self.data_dir / "mlartifacts")
+        self.secret_key = self.secret_key.strip()
+        problems = []
         if not 0 < 2 * self.heartbeat_seconds < self.stale_after_seconds:
-            raise ValueError(
-                f"BMSEG_STALE_AFTER_SECONDS ({self.stale_after_seconds}) must exceed twice "
-                f"BMSEG_HEARTBEAT_SECONDS ({self.heartbeat_seconds}), which must be positive"
+            problems.append(
+                "BMSEG_STALE_AFTER_SECONDS must exceed twice BMSEG_HEARTBEAT_SECONDS, which must be positive"
             )
         if self.reap_interval_seconds <= 0:
-            raise ValueError("BMSEG_REAP_INTERVAL_SECONDS must be positive")
-        if self.env == "production" and self.secret_key == DEFAULT_SECRET:
-            raise ValueError(
-                "BMSEG_SECRET_KEY is unset: production mode refuses the default secret key; "
-                "set BMSEG_SECRET_KEY to a long random string"
+            problems.append("BMSEG_REAP_INTERVAL_SECONDS must be positive")
+        problem = secret_key_problem(self.secret_key) if self.env == "production" else None
+        if problem:
+            problems.append(
+                f"BMSEG_SECRET_KEY {problem}: production needs at least {MIN_SECRET_BYTES} random bytes "
+                f"(e.g. {SECRET_HINT})"
             )
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(problems))
         return self
 
     @property
@@ -103,7 +180,42 @@ class Settings(BaseSettings):
         return self.data_dir / "results"
 
 
+def local_secret_key(data_dir: Path) -> str:
+    """The random key of ``data_dir/secret_key``, generated (mode 0600) when missing.
+
+    The file is written under a temporary name and published with a hard link, which fails when the file
+    exists: of workers starting at once, the first one's key wins and every one reads that key. Where
+    the data dir is not writable the key is random per process (sessions then end with the process)."""
+    path = data_dir / SECRET_KEY_FILE
+    try:
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            temp = data_dir / f".{SECRET_KEY_FILE}-{uuid.uuid4().hex}"
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass
+            finally:
+                temp.unlink()
+        key = path.read_text().strip()
+    except OSError as exc:
+        log.warning("no key file in %s (%s): using a key for this process only", data_dir, exc.strerror)
+        return secrets.token_urlsafe(48)
+    if len(key.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"invalid settings: {path} holds no usable key; delete it to have one generated")
+    return key
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing the env."""
-    return Settings()
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing the env.
+
+    Raises :class:`ConfigError` for unusable settings. Outside production a public secret key (empty,
+    the default, a placeholder) is replaced by :func:`local_secret_key`."""
+    settings = Settings()
+    if settings.env != "production" and is_public_secret(settings.secret_key):
+        settings.secret_key = local_secret_key(settings.data_dir)
+    return settings

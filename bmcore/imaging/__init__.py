@@ -11,7 +11,8 @@ permutations, no resampling), so the last axis is always inferior→superior and
 sizes every other use of the geometry sees), not from ``pixdim``, which an sform-only file may leave stale.
 
 Modules: :mod:`.layouts` (finding studies: folder layouts, manifests, :class:`StudyRef`),
-:mod:`.nifti` (reading, writing and sanitising NIfTI files), :mod:`.volume` (loading and validating a
+:mod:`.nifti` (reading and writing NIfTI files), :mod:`.sanitize` (storing an upload without
+extensions or free text, checked in bounded memory), :mod:`.volume` (loading and validating a
 study as a :class:`Volume`, writing a mask back to its grid), :mod:`.display` (display windowing). Their
 public names are re-exported here: ``from bmcore import imaging; imaging.load_study(...)``.
 
@@ -46,9 +47,9 @@ from bmcore.imaging.nifti import (
     file_sha256,
     read_data,
     read_header,
-    sanitize_nifti_file,
     write_nifti,
 )
+from bmcore.imaging.sanitize import check_same_geometry, sanitize_nifti_file
 from bmcore.imaging.volume import (
     AFFINE_TOLERANCE,
     Volume,
@@ -73,6 +74,7 @@ __all__ = [
     "StudyError",
     "StudyRef",
     "Volume",
+    "check_same_geometry",
     "check_study",
     "clear_free_text",
     "file_sha256",

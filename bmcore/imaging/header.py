@@ -70,8 +70,9 @@ def header_size(head: bytes) -> tuple[int, str] | None:
     return None
 
 
-def _parse(head: bytes) -> nib.Nifti1Header:
-    """The nibabel header of ``head``, unchecked (the checks below give the reasons)."""
+def parse_header(head: bytes) -> nib.Nifti1Header:
+    """The nibabel header of ``head`` (fixed fields only: no extensions), unchecked (the checks of
+    :func:`peek_header` give the reasons); its scaling fields are as stored."""
     if len(head) < 4:
         raise HeaderError("not a NIfTI file (too short)")
     found = header_size(head)
@@ -97,7 +98,7 @@ def _dtype(header: nib.Nifti1Header) -> np.dtype | None:
 
 def peek_header(head: bytes, max_voxels: int) -> HeaderInfo:
     """The header in the first bytes ``head`` of an uncompressed NIfTI file; raises :class:`HeaderError`."""
-    header = _parse(head)
+    header = parse_header(head)
     dims = tuple(int(d) for d in header["dim"])
     ndim = dims[0]
     if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1 : ndim + 1]):

@@ -1,7 +1,8 @@
-"""NIfTI files: reading a header and its voxels safely, writing atomically, sanitising uploads.
+"""NIfTI files: reading a header and its voxels safely, writing atomically.
 
 Every check that can be made from the header alone (dimensions, voxel count, voxel type, affine) is
-made before any voxel data is read; free-text header fields are cleared on every write.
+made before any voxel data is read; header extensions and free-text fields are cleared on every write
+(uploads are sanitised in :mod:`bmcore.imaging.sanitize`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 
 from bmcore.imaging.layouts import StudyError
 
-FREE_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
+# Header fields where scanners and converters leave names and notes (``data_type`` and ``db_name`` are
+# unused ANALYZE leftovers of NIfTI-1; NIfTI-2 has neither).
+FREE_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name", "data_type")
 
 # ---------------------------------------------------------------------------------------------- reading
 
@@ -84,10 +87,12 @@ def read_data(image: nib.Nifti1Image, name: str, dtype: type = np.float32) -> np
 
 
 def clear_free_text(header: nib.Nifti1Header) -> None:
-    """Blank the header's free-text fields, where scanners and tools leave names and notes."""
+    """Blank the header's free-text fields and drop its extensions (where converters put DICOM sidecars):
+    places where scanners and tools leave names and notes."""
     for key in FREE_TEXT_FIELDS:
         if key in header:
             header[key] = b""
+    header.extensions.clear()
 
 
 def write_nifti(
@@ -120,23 +125,6 @@ def write_nifti(
         temp.unlink(missing_ok=True)
         raise
     return path
-
-
-def sanitize_nifti_file(
-    source: Path, target: Path, max_voxels: int
-) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Validate an uploaded NIfTI and store a copy with free-text header fields cleared.
-
-    Returns the shape and zooms; raises :class:`StudyError` for anything unusable.
-    """
-    image = read_header(source, max_voxels)
-    # nibabel moves a file's scaling from the header to the array proxy when it loads it.
-    scaled = getattr(image.dataobj, "slope", 1.0) != 1.0 or getattr(image.dataobj, "inter", 0.0) != 0.0
-    # Scaled integers are stored as float32: casting the scaled values back to the disk type would round them.
-    data = read_data(image, source.name, dtype=np.float32 if scaled else image.get_data_dtype())
-    header = image.header.copy()
-    write_nifti(data, image.affine, target, header=header)
-    return tuple(int(s) for s in data.shape), tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -8,6 +8,7 @@ Run it with ``flask --app services.web run`` or ``gunicorn 'services.web:create_
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import redis
 from flask import Flask, current_app, jsonify, render_template, request
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from bmcore.config import get_settings
@@ -23,19 +25,21 @@ from bmcore.db import init_db
 from services.web import api, dashboard
 from services.web.auth import current_user, init_csrf
 from services.web.common import WebError, close_db, db
+from services.web.proxy import trust_proxies
+from services.web.route_access import init_route_access
+from services.web.safe_defaults import HSTS, init_safe_defaults
 from services.web.throttle import init_sign_in_limit
 from services.web.uploads import purge_stale_incoming
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
-)
 
 
 def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     """The Flask app, configured from :func:`bmcore.config.get_settings` (then ``config_overrides``);
-    upgrades the database schema (idempotent)."""
+    upgrades the database schema (idempotent). Unusable settings raise :class:`bmcore.config.ConfigError`
+    (one line naming the settings, no values; ``gunicorn --preload`` prints it as ``Error: …``)."""
     settings = get_settings()
     app = Flask(__name__)
     app.config.from_mapping(
@@ -45,12 +49,15 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.env == "production",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         UPLOADS_DIR=settings.uploads_dir,
         RESULTS_DIR=settings.results_dir,
         MAX_VOXELS=settings.max_voxels,
+        MAX_UPLOAD_VOXELS=settings.max_upload_voxels,  # per uploaded file, checked from its header
+        MAX_JSON_BYTES=settings.max_json_bytes,
+        STRICT_TRANSPORT_SECURITY=HSTS if settings.env == "production" else None,
         MLFLOW_UI_URL=os.environ.get("BMSEG_MLFLOW_UI_URL")
         or os.environ.get("MLFLOW_UI_URL")
         or DEFAULT_MLFLOW_UI_URL,
@@ -64,15 +71,17 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Flask:
     init_db(app.config["DATABASE_URL"])
     purge_stale_incoming(app.config["UPLOADS_DIR"])
 
+    init_safe_defaults(app)  # before the blueprints: their <int:…> rules take its bounded converter
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(api.bp)
+    init_route_access(app, (dashboard.bp, api.bp))  # after the blueprints' user loaders
     init_csrf(app, api.bp)
     init_sign_in_limit(app)
+    trust_proxies(app, settings.trusted_proxies)  # behind the compose TLS proxy: BMSEG_TRUSTED_PROXIES=1
     app.teardown_appcontext(close_db)
     app.jinja_env.globals.update(current_user=current_user)
     app.add_url_rule("/healthz", "healthz", healthz)
     _register_error_handlers(app)
-    app.after_request(_security_headers)
     return app
 
 
@@ -119,6 +128,13 @@ def _register_error_handlers(app: Flask) -> None:
     def web_error(exc: WebError):
         return _error_response(exc.status, exc.message)
 
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(DataError)
+    def out_of_range(exc: Exception):
+        # A number or text the database cannot hold (an id past its integer, NUL in text): the request's.
+        log.warning("refused %s %s: %s", request.method, request.path, type(exc).__name__)
+        return _error_response(400, "a value in the request is out of range or not valid text")
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500
@@ -134,13 +150,3 @@ def _register_error_handlers(app: Flask) -> None:
             response = app.make_response(response)
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-
-
-def _security_headers(response):
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    if request.path.startswith("/api/") or request.path.endswith(".json"):
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response

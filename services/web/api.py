@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
 from bmcore.db import JOB_STATUSES, JOB_TYPES
-from bmcore.jobs.errors import JobParamsError, QueueUnavailable
+from bmcore.jobs.errors import JobParamsError, JobQuotaExceeded, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
 from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.search import job_to_dict
@@ -28,10 +28,11 @@ from services.web.access import (
 )
 from services.web.auth import load_api_user
 from services.web.common import WebError, db
+from services.web.job_inputs import datasets_for
 from services.web.job_requests import prepare_job
 from services.web.openapi import documented, openapi_document
 from services.web.serialize import job_detail, patient_detail, patient_summary, study_to_dict
-from services.web.uploads import store_study_upload
+from services.web.study_intake import store_study_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(load_api_user)
@@ -41,15 +42,25 @@ NOT_JSON = "the body is not application/json"
 
 
 def _json_body() -> Any:
+    """The request's JSON: 415 unless JSON, 413 past ``MAX_JSON_BYTES`` (read no further), 400 when
+    malformed (nesting too deep included)."""
     if request.mimetype != "application/json":
         raise WebError(
             415, f"send JSON (Content-Type: application/json), not {request.mimetype or 'nothing'!r}"
         )
-    raw = request.get_data(cache=False)
+    limit = current_app.config["MAX_JSON_BYTES"]
+    too_large = WebError(413, f"the JSON body is larger than the server accepts ({limit // 1024} KB)")
+    if (request.content_length or 0) > limit:
+        raise too_large
+    raw = request.stream.read(limit + 1)  # never more than the cap, whatever the client claims
+    if len(raw) > limit:
+        raise too_large
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebError(400, f"malformed JSON body: {exc}") from None
+    except ValueError as exc:  # not UTF-8, not JSON, an integer of thousands of digits
+        raise WebError(400, f"malformed JSON body: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise WebError(400, "malformed JSON body: nested too deeply") from None
 
 
 def _limit() -> int:
@@ -102,11 +113,12 @@ def upload_study():
 
     Every file is checked (NIfTI header first, 3D, voxel limit, bounded gzip expansion, matching shapes
     and affines, no NaN, not all zero, labels 0..3) and stored with its free-text header fields cleared.
-    On any failure nothing is stored.
+    On any failure nothing is stored. The study goes into ``group`` (one of yours; by default your only
+    group) and its patient is the pseudonym's patient in that group (made when new).
     """
     if request.mimetype != "multipart/form-data":
         raise WebError(
-            415, "upload a study as multipart/form-data (fields patient_id, study_uid; files t1...)"
+            415, "upload a study as multipart/form-data (fields patient_id, study_uid, group; files t1...)"
         )
     config = current_app.config
     study = store_study_upload(
@@ -114,17 +126,18 @@ def upload_study():
         request.files,
         request.form.get("patient_id"),
         request.form.get("study_uid"),
-        g.user.id,
+        g.user,
         config["UPLOADS_DIR"],
-        config["MAX_VOXELS"],
+        config["MAX_UPLOAD_VOXELS"],
+        group=request.form.get("group"),
     )
     return _created(study_to_dict(study), 201, url_for("api.get_study", study_id=study.id))
 
 
 @bp.get("/studies/<int:study_id>")
-@documented("getStudy", (200, schemas.Study, "the study"), {403: None, 404: None})
+@documented("getStudy", (200, schemas.Study, "the study"), {404: None})
 def get_study(study_id: int):
-    """One study"""
+    """One study (yours or of your groups' patients; any other answers 404 as an unknown id)"""
     return jsonify(study_to_dict(visible_study(db(), g.user, study_id)))
 
 
@@ -153,18 +166,36 @@ def list_jobs_view():
         403: None,
         404: "unknown study_id",
         415: NOT_JSON,
+        429: "you have as many queued and running jobs as allowed; retry after Retry-After seconds",
         503: "the queue is unavailable; the job was recorded as failed",
     },
     json=schemas.JobRequest,
 )
 def submit():
-    """Queue a train, evaluate, segment, sweep or crossval job"""
+    """Queue a train, evaluate, segment, sweep or crossval job
+
+    Parameters are typed and bounded (limits in the settings, e.g. BMSEG_MAX_EPOCHS); unknown ones and
+    the server's own (config_hash, mlflow_parent_run_id, champion_eligible, dataset) are refused with a
+    400 naming them. A user has at most BMSEG_MAX_ACTIVE_JOBS_PER_USER queued and running jobs (429).
+    """
     session = db()
-    job_type, params, study_id = prepare_job(session, g.user, _json_body())
+    prepared = prepare_job(session, g.user, _json_body())
     try:
-        job = submit_job(session, job_type, params, owner_id=g.user.id, study_id=study_id)
+        job = submit_job(
+            session,
+            prepared.type,
+            prepared.params,
+            owner_id=g.user.id,
+            study_id=prepared.study_id,
+            internal=prepared.internal,
+        )
     except JobParamsError as exc:
         raise WebError(400, str(exc)) from None
+    except JobQuotaExceeded as exc:
+        response = jsonify(error=str(exc))
+        response.status_code = 429
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     except QueueUnavailable as exc:
         response = jsonify(error=f"the job queue is unavailable, try again later ({exc})", id=exc.job.id)
         response.status_code = 503
@@ -179,7 +210,7 @@ def get_job(job_id: str):
     """A job: status, progress, result (metrics, artifact names), last 50 events"""
     session = db()
     job = visible_job(session, g.user, job_id)
-    return jsonify(job_detail(session, job, current_app.config["MLFLOW_UI_URL"]))
+    return jsonify(job_detail(session, job, current_app.config["MLFLOW_UI_URL"], viewer=g.user))
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -215,18 +246,25 @@ def models():
     return jsonify(models=overview)
 
 
+@bp.get("/datasets")
+@documented("listDatasets", (200, schemas.DatasetList, "the data sets you may use"))
+def list_datasets():
+    """Registered data sets you may name as a job's params.data (an admin also sees their paths)"""
+    return jsonify(datasets=datasets_for(db(), g.user))
+
+
 @bp.get("/patients")
 @documented("listPatients", (200, schemas.PatientList, "patients"), {400: None}, query=schemas.ListQuery)
 def list_patients():
-    """Patients you can see (an admin sees all), by pseudonym"""
+    """The patients of your groups (an admin sees all), by pseudonym"""
     patients = visible_patients(db(), g.user, limit=_limit())
     return jsonify(patients=[patient_summary(g.user, patient) for patient in patients])
 
 
 @bp.get("/patients/<int:patient_id>")
-@documented("getPatient", (200, schemas.PatientDetail, "the patient"), {403: None, 404: None})
+@documented("getPatient", (200, schemas.PatientDetail, "the patient"), {404: None})
 def get_patient(patient_id: int):
-    """One patient with its studies"""
+    """One patient of your groups with its studies (another group's answers 404 as an unknown id)"""
     return jsonify(patient_detail(g.user, visible_patient(db(), g.user, patient_id)))
 
 
@@ -240,11 +278,11 @@ def get_patient(patient_id: int):
 def update_patient(patient_id: int):
     """Edit a patient's primary cancer and clinical fields
 
-    Admins edit any patient; a user edits a patient whose studies are all theirs.
+    Admins edit any patient; a user edits the patients of their groups.
     """
     session = db()
     patient = visible_patient(session, g.user, patient_id)
-    check_can_edit_patient(g.user, patient, "only an admin may edit it")
+    check_can_edit_patient(g.user, patient)
     try:
         primary, primary_given, clinical = validate_patient_update(_json_body())
     except ValueError as exc:

@@ -4,15 +4,18 @@ Nothing the client sends is trusted:
 
 * the request size is capped by Flask (``MAX_CONTENT_LENGTH`` = ``settings.max_upload_bytes`` → 413);
 * client file names are never used: each file is stored under a name derived from its form field;
-* each NIfTI header is read before any voxel data: a gzip stream is expanded with a cap of the size its
-  header implies plus 1 MB (a gzip bomb stops there), and ``peek_header`` refuses non-NIfTI, non-3D and
-  oversized arrays (``settings.max_voxels``);
-* files are stored with their free-text header fields cleared (``sanitize_nifti_file``: names, notes);
-* the four modalities must share shape and affine, and ``load_study`` checks NaN, all-zero volumes and
-  label values (0..3) on the staged folder.
+* each file is streamed to disk in chunks, and its NIfTI header is read from the first bytes before any
+  voxel data: ``peek_header`` refuses non-NIfTI files and arrays over the web's voxel cap
+  (``settings.max_upload_voxels``, below the worker's), and a gzip stream is expanded with a cap of the
+  size its header implies plus 1 MB (a gzip bomb stops there);
+* files are stored without header extensions and with their free-text fields cleared
+  (``sanitize_nifti_file``: DICOM sidecars, names, notes), their values checked chunk by chunk on the
+  way (NaN, all-zero volumes, label values 0..3), so memory stays bounded whatever the upload;
+* the four modalities (and the label) must share shape and affine, checked from the stored headers.
 
 Everything is written into a temporary folder inside ``uploads_dir`` and renamed into place only when
-every check passed; the database row is committed after that. On any failure there is no row and no file.
+every check passed; the database row is committed after that (:mod:`.study_intake`, which also picks
+the study's group and patient). On any failure there is no row and no file.
 Stored layout (BraTS-like, so ``bmcore.imaging.find_studies`` reads it)::
 
     <uploads_dir>/<study_uid>/<study_uid>-{t1n,t1c,t2w,t2f}.nii.gz  [+ <study_uid>-seg.nii.gz]
@@ -28,28 +31,23 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from bmcore.db import Patient, Study, User
-from bmcore.db.groups import DEFAULT_GROUP, group_named, personal_group
 from bmcore.imaging import (
     BRATS_SUFFIX,
     MODALITIES,
     StudyError,
-    load_study,
+    check_same_geometry,
     sanitize_nifti_file,
     study_from_dir,
 )
-from bmcore.imaging.header import GZIP_MAGIC, PEEK_BYTES, HeaderError, peek_header
+from bmcore.imaging.header import GZIP_MAGIC, PEEK_BYTES, HeaderError, HeaderInfo, peek_header
 from services.web.common import WebError
 
 log = logging.getLogger(__name__)
@@ -74,6 +72,7 @@ ALLOWED_FILE_TYPES = frozenset(
     }
 )
 GZIP_SLACK_BYTES = 1 << 20  # a gzip stream may expand to the header-implied size plus this much
+MAX_HEADER_BYTES = 16 << 20  # header and extensions: where the voxel data of an upload may start, at most
 CHUNK_BYTES = 1 << 20
 
 INCOMING_PREFIX = ".incoming-"
@@ -103,29 +102,42 @@ def purge_stale_incoming(uploads_dir: Path, max_age_seconds: float = STALE_INCOM
 # ------------------------------------------------------------------------------------ header peeking
 
 
-def implied_nifti_bytes(head: bytes, name: str, max_voxels: int) -> int:
-    """The file size a single-file NIfTI-1/2 header implies (data offset + voxels × bytes per voxel).
+def upload_header(head: bytes, name: str, max_voxels: int) -> HeaderInfo:
+    """The header in an uploaded file's first (uncompressed) bytes, checked before anything else is read.
 
-    Reads only the header (:func:`bmcore.imaging.header.peek_header`), before nibabel loads the file;
-    refuses what is not a single-file NIfTI or claims more than ``max_voxels`` voxels.
+    Refuses what is not a single-file NIfTI-1/2 (:func:`bmcore.imaging.header.peek_header`), claims more
+    than ``max_voxels`` voxels, or puts its data more than ``MAX_HEADER_BYTES`` in (extensions that big
+    are no DICOM sidecar, and would be expanded for nothing: they are not stored).
     """
     try:
-        return peek_header(head, max_voxels).file_bytes
+        info = peek_header(head, max_voxels)
     except HeaderError as exc:
         raise UploadError(400, f"{name}: {exc}") from None
+    if info.data_offset > MAX_HEADER_BYTES:
+        raise UploadError(
+            400, f"{name}: header extensions over {MAX_HEADER_BYTES // (1 << 20)} MB (data offset)"
+        )
+    return info
 
 
-def _gunzip_bounded(source: Path, target: Path, name: str, max_voxels: int) -> None:
-    """Expand ``source`` into ``target``, never past the header-implied size plus ``GZIP_SLACK_BYTES``."""
+def implied_nifti_bytes(head: bytes, name: str, max_voxels: int) -> int:
+    """The file size a checked upload header implies (data offset + voxels × bytes per voxel)."""
+    return upload_header(head, name, max_voxels).file_bytes
+
+
+def _gunzip_bounded(source: BinaryIO, target: Path, name: str, max_voxels: int) -> None:
+    """Expand the gzip stream ``source`` into ``target`` chunk by chunk: the header from the first bytes
+    is checked before more is read, and the data never grows past the size it implies plus
+    ``GZIP_SLACK_BYTES`` (a gzip bomb stops there)."""
     try:
-        with gzip.open(source, "rb") as stream, target.open("wb") as dst:
+        with gzip.GzipFile(fileobj=source, mode="rb") as stream, target.open("wb") as dst:
             head = stream.read(PEEK_BYTES)
-            limit = implied_nifti_bytes(head, name, max_voxels) + GZIP_SLACK_BYTES
+            implied = implied_nifti_bytes(head, name, max_voxels)
             dst.write(head)
             written = len(head)
             while piece := stream.read(CHUNK_BYTES):
                 written += len(piece)
-                if written > limit:
+                if written > implied + GZIP_SLACK_BYTES:
                     raise UploadError(
                         400, f"{name}: gzip data expands beyond the size its NIfTI header implies"
                     )
@@ -134,29 +146,37 @@ def _gunzip_bounded(source: Path, target: Path, name: str, max_voxels: int) -> N
         raise UploadError(400, f"{name}: truncated gzip file") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise UploadError(400, f"{name}: corrupt gzip data ({exc})") from None
-    if written < limit - GZIP_SLACK_BYTES:
-        raise UploadError(400, f"{name}: truncated data ({written:,} of {limit - GZIP_SLACK_BYTES:,} bytes)")
+    if written < implied:
+        raise UploadError(400, f"{name}: truncated data ({written:,} of {implied:,} bytes)")
+
+
+def _copy_checked(source: BinaryIO, target: Path, name: str, max_voxels: int) -> None:
+    """Copy the uncompressed upload ``source`` to ``target`` in chunks once its header passed."""
+    head = source.read(PEEK_BYTES)
+    implied = implied_nifti_bytes(head, name, max_voxels)
+    with target.open("wb") as dst:
+        dst.write(head)
+        shutil.copyfileobj(source, dst, CHUNK_BYTES)
+        size = dst.tell()
+    if size < implied:
+        raise UploadError(400, f"{name}: truncated data ({size:,} of {implied:,} bytes)")
 
 
 def receive_nifti(upload: FileStorage, folder: Path, field: str, max_voxels: int) -> Path:
-    """Save one uploaded file into ``folder`` under a name derived from ``field``; return an uncompressed
-    ``<field>.nii`` whose header was checked and whose size matches its header."""
-    raw = folder / f"{field}.upload"
-    upload.save(raw)
-    nii = folder / f"{field}.nii"
-    with raw.open("rb") as handle:
-        head = handle.read(PEEK_BYTES)
-    if not head:
+    """Stream one uploaded file into ``folder/<field>.nii`` (a name derived from the field, never the
+    client's), uncompressed, in chunks: its header is read and checked from the first bytes before any
+    voxel data, and its size must match what the header implies. The upload's stream is the spooled file
+    werkzeug parsed the request into (seekable)."""
+    source = upload.stream
+    magic = source.read(len(GZIP_MAGIC))
+    if not magic:
         raise UploadError(400, f"{field}: the file is empty")
-    if head.startswith(GZIP_MAGIC):
-        _gunzip_bounded(raw, nii, field, max_voxels)
-        raw.unlink()
+    source.seek(0)
+    nii = folder / f"{field}.nii"
+    if magic == GZIP_MAGIC:
+        _gunzip_bounded(source, nii, field, max_voxels)
     else:
-        implied = implied_nifti_bytes(head, field, max_voxels)
-        size = raw.stat().st_size
-        if size < implied:
-            raise UploadError(400, f"{field}: truncated data ({size:,} of {implied:,} bytes)")
-        raw.rename(nii)
+        _copy_checked(source, nii, field, max_voxels)
     return nii
 
 
@@ -215,34 +235,11 @@ class StagedStudy:
     checksum: str
 
 
-def check_identifiers(patient_id: str | None, study_uid: str | None) -> tuple[str, str]:
-    """The patient pseudonym and study uid (generated when empty), or 400."""
-    patient_id = (patient_id or "").strip()
-    if not IDENTIFIER.match(patient_id):
-        raise UploadError(
-            400, "patient_id must be 1-64 characters: letters, digits, '_' or '-' (a pseudonym)"
-        )
-    study_uid = (study_uid or "").strip() or f"study-{uuid.uuid4().hex[:16]}"
-    if not IDENTIFIER.match(study_uid):
-        raise UploadError(400, "study_uid must be 1-64 characters: letters, digits, '_' or '-'")
-    return patient_id, study_uid
-
-
-def _refuse_existing(session: Session, uploads_dir: Path, study_uid: str) -> Path:
-    """The study's final folder; 409 when a row or a folder of that uid exists already."""
-    if session.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is not None:
-        raise UploadError(409, f"a study {study_uid} already exists")
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    final = uploads_dir / study_uid
-    if final.exists():
-        raise UploadError(409, f"a study folder {study_uid} already exists")
-    return final
-
-
 def _stage_files(
     present: Mapping[str, FileStorage], incoming: Path, study_uid: str, max_voxels: int
 ) -> StagedStudy:
-    """Receive, check and sanitise every file into ``incoming/<study_uid>``; load the staged study."""
+    """Receive, check and sanitise every file into ``incoming/<study_uid>``, in bounded memory: each file's
+    values are checked as they are copied, the study's geometry from the stored headers."""
     received, staged = incoming / "received", incoming / study_uid
     received.mkdir()
     staged.mkdir()
@@ -253,16 +250,17 @@ def _stage_files(
             continue
         nii = receive_nifti(present[field], received, field, max_voxels)
         target = staged / f"{study_uid}-{STORED_SUFFIX[field]}.nii.gz"
-        _shape, zooms[field] = sanitize_nifti_file(nii, target, max_voxels)
+        _shape, zooms[field] = sanitize_nifti_file(nii, target, max_voxels, label=field == LABEL_FIELD)
         nii.unlink()
         stored[field] = target
-    volume = load_study(study_from_dir(staged), max_voxels=max_voxels)
+    shape = check_same_geometry(stored, max_voxels)
+    study_from_dir(staged)  # in the layout bmcore.imaging.find_studies reads
     checksum = _checksum(stored)
     shutil.rmtree(received)
     return StagedStudy(
         folder=staged,
         stored=stored,
-        shape=[int(s) for s in volume.native_shape],
+        shape=list(shape),
         spacing=[round(float(z), 6) for z in zooms[MODALITIES[0]]],
         checksum=checksum,
     )
@@ -291,58 +289,3 @@ def stage_study(
         shutil.rmtree(incoming, ignore_errors=True)
     stored = {field: final / path.name for field, path in staged.stored.items()}
     return StagedStudy(final, stored, staged.shape, staged.spacing, staged.checksum)
-
-
-def register_study(
-    session: Session, staged: StagedStudy, patient_id: str, study_uid: str, owner_id: int | None
-) -> Study:
-    """The study's row (and its patient's, when new), committed; on failure the folder is removed."""
-    stored = staged.stored
-    try:
-        owner = session.get(User, owner_id) if owner_id is not None else None
-        group = personal_group(session, owner) if owner is not None else group_named(session, DEFAULT_GROUP)
-        patient = session.scalars(
-            select(Patient).where(Patient.pseudonym == patient_id, Patient.group_id == group.id)
-        ).one_or_none()
-        if patient is None:
-            patient = Patient(pseudonym=patient_id, group=group)
-            session.add(patient)
-        study = Study(
-            patient=patient,
-            study_uid=study_uid,
-            directory=str(staged.folder),
-            files={field: str(path) for field, path in stored.items() if field != LABEL_FIELD},
-            label_path=str(stored[LABEL_FIELD]) if LABEL_FIELD in stored else None,
-            shape=staged.shape,
-            spacing=staged.spacing,
-            checksum=staged.checksum,
-            owner_id=owner_id,
-        )
-        session.add(study)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        shutil.rmtree(staged.folder, ignore_errors=True)
-        raise UploadError(409, f"a study {study_uid} already exists") from None
-    except BaseException:
-        session.rollback()
-        shutil.rmtree(staged.folder, ignore_errors=True)
-        raise
-    return study
-
-
-def store_study_upload(
-    session: Session,
-    files: Mapping[str, FileStorage],
-    patient_id: str | None,
-    study_uid: str | None,
-    owner_id: int | None,
-    uploads_dir: Path,
-    max_voxels: int,
-) -> Study:
-    """Check, store and register one uploaded study; raises ``UploadError`` (nothing kept) when refused."""
-    patient_id, study_uid = check_identifiers(patient_id, study_uid)
-    present = check_upload_fields(files)
-    final = _refuse_existing(session, uploads_dir, study_uid)
-    staged = stage_study(present, uploads_dir, study_uid, final, max_voxels)
-    return register_study(session, staged, patient_id, study_uid, owner_id)

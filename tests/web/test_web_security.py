@@ -149,8 +149,9 @@ def test_no_route_shows_or_changes_another_users_job_or_study(app, users, api, a
         data = None if api_route or method == "GET" else {"csrf_token": bob.csrf}
         headers = api["bob"] if api_route else {}
         refused = bob.open(path, method=method, headers=headers, data=data)
-        assert refused.status_code == 403, (method, path, refused.status_code)
-        assert "another user" in refused.text, (method, path)
+        # 404 with the message an unknown id gets: nothing tells bob the row exists.
+        assert refused.status_code == 404, (method, path, refused.status_code)
+        assert f"unknown job id: {job_id}" in refused.text or f"unknown study id: {study_id}" in refused.text
         admin_headers = api["root"] if api_route else {}
         if method == "GET":
             allowed = root.open(path, method=method, headers=admin_headers)
@@ -176,24 +177,172 @@ def client_list(app, headers) -> tuple[list, list]:
 
 
 def test_a_job_cannot_reach_another_users_study_by_its_path(app, users, api, stored_study, db_session):
+    """A non-admin's job never takes a path (issue #16 item 2): a study is named by ``study_id``, data by a
+    registered data set; the answer is the same whatever the path (tests/web/test_web_datasets.py)."""
     from bmcore.config import get_settings
+    from services.web.job_inputs import DATA_REFUSED, STUDY_DIR_REFUSED
 
     study_dir = get_settings().uploads_dir / stored_study["study_uid"]
     assert study_dir.is_dir()
     sneaky = str(get_settings().uploads_dir / "elsewhere" / ".." / stored_study["study_uid"])
-    for params in ({"study_dir": str(study_dir)}, {"study_dir": sneaky}):
-        refused = app.test_client().post(
-            "/api/v1/jobs", json={"type": "segment", "params": params}, headers=api["bob"]
-        )
-        assert refused.status_code == 403 and "another user" in refused.json["error"]
+    for user in ("bob", "alice"):  # alice owns it, and names it by study_id all the same
+        for params in ({"study_dir": str(study_dir)}, {"study_dir": sneaky}):
+            refused = app.test_client().post(
+                "/api/v1/jobs", json={"type": "segment", "params": params}, headers=api[user]
+            )
+            assert refused.status_code == 400 and refused.json["error"] == STUDY_DIR_REFUSED
     refused = app.test_client().post(
         "/api/v1/jobs", json={"type": "evaluate", "params": {"data": str(study_dir)}}, headers=api["bob"]
     )
-    assert refused.status_code == 403
+    assert refused.status_code == 400 and refused.json["error"] == DATA_REFUSED
     assert db_session.scalars(select(Job.id)).all() == []
     owner = app.test_client().post(
         "/api/v1/jobs",
-        json={"type": "segment", "params": {"study_dir": str(study_dir)}},
+        json={"type": "segment", "params": {}, "study_id": stored_study["id"]},
         headers=api["alice"],
     )
     assert owner.status_code == 202, owner.json
+
+
+# ----------------------------------------------------------------------------------------- safe defaults
+
+
+def test_pages_and_api_responses_are_never_stored_by_caches(
+    app, signed_in, api, stored_study, fake_segment, users
+):
+    study_id = stored_study["id"]
+    job_id = fake_segment(study_id, users.alice.id)
+    pages = [
+        "/studies",
+        f"/studies/{study_id}",
+        "/jobs",
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}.json",
+        "/cohort",
+    ]
+    pages += [f"/jobs/{job_id}/artifacts/S001_lesions", f"/jobs/{job_id}/artifacts/S001_lesions?download=1"]
+    for path in pages:
+        response = signed_in.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["Cache-Control"] == "no-store", path
+    for path in ("/api/v1/me", "/api/v1/studies", f"/api/v1/studies/{study_id}", f"/api/v1/jobs/{job_id}"):
+        response = app.test_client().get(path, headers=api["alice"])
+        assert response.status_code == 200, path
+        assert response.headers["Cache-Control"] == "no-store", path
+    assert app.test_client().get("/sign-in").headers["Cache-Control"] == "no-store"
+    # Rendered slices (pixels only, no identifiers) stay cacheable by the browser alone, briefly.
+    image = signed_in.get(f"/studies/{study_id}/slice.png?z=3")
+    assert image.status_code == 200 and image.headers["Cache-Control"] == "private, max-age=60"
+    assert "Strict-Transport-Security" not in image.headers  # not in development
+
+
+def test_production_sends_hsts(web_settings, monkeypatch):
+    import secrets
+
+    from bmcore.config import get_settings
+    from services.web import create_app
+
+    monkeypatch.setenv("BMSEG_ENV", "production")
+    monkeypatch.setenv("BMSEG_SECRET_KEY", secrets.token_urlsafe(48))
+    get_settings.cache_clear()
+    client = create_app({"TESTING": True}).test_client()
+    for path in ("/sign-in", "/healthz", "/api/v1/me"):
+        assert client.get(path).headers["Strict-Transport-Security"].startswith("max-age="), path
+
+
+def test_odd_ids_and_nul_characters_answer_4xx(app, signed_in, api):
+    client = app.test_client()
+    huge = "1234567890123456789012345"
+    for path in (f"/api/v1/studies/{huge}", f"/api/v1/patients/{huge}", f"/api/v1/studies/{2**31}"):
+        response = client.get(path, headers=api["alice"])
+        assert response.status_code == 404 and "error" in response.json, path
+    assert client.patch(f"/api/v1/patients/{huge}", json={}, headers=api["alice"]).status_code == 404
+    assert signed_in.get(f"/studies/{huge}").status_code == 404
+    assert signed_in.get(f"/patients/{huge}").status_code == 404
+    for path in ("/api/v1/jobs/abc%00def", "/api/v1/jobs?status=%00", "/api/v1/studies/%00"):
+        response = client.get(path, headers=api["alice"])
+        assert response.status_code == 400 and "NUL" in response.json["error"], path
+    assert signed_in.get("/jobs/%00").status_code == 400
+    assert signed_in.get("/static/%00style.css").status_code == 400
+
+
+def _post_json(client, path: str, body: str, headers: dict, method: str = "POST"):
+    return client.open(path, method=method, data=body, content_type="application/json", headers=headers)
+
+
+def test_json_bodies_are_capped_and_malformed_ones_refused(app, api, stored_study, db_session):
+    from bmcore.db import Patient
+
+    client = app.test_client()
+    limit = app.config["MAX_JSON_BYTES"]
+    assert limit == 64 * 1024
+
+    deep = _post_json(client, "/api/v1/jobs", "[" * 100_000, api["alice"])
+    assert deep.status_code == 413 and "64 KB" in deep.json["error"]
+    nested = _post_json(client, "/api/v1/jobs", "[" * 60_000, api["alice"])  # under the cap
+    assert nested.status_code == 400 and "nested too deeply" in nested.json["error"]
+    digits = _post_json(client, "/api/v1/jobs", "1" * 10_000, api["alice"])
+    assert digits.status_code == 400 and "malformed JSON" in digits.json["error"]
+
+    big = "x" * (10 * 1024 * 1024)
+    job = client.post("/api/v1/jobs", json={"type": "train", "params": {"data": big}}, headers=api["alice"])
+    assert job.status_code == 413 and big[:1000] not in job.text
+    patient_id = db_session.scalars(select(Patient.id)).one()
+    update = client.patch(
+        f"/api/v1/patients/{patient_id}", json={"clinical": {"note": big}}, headers=api["alice"]
+    )
+    assert update.status_code == 413 and "larger than the server accepts" in update.json["error"]
+    db_session.expire_all()
+    assert db_session.scalars(select(Job.id)).all() == []
+    assert not (db_session.get(Patient, patient_id).clinical or {})
+
+
+TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/bmseg/worker-only-path.py", line 7\nKeyError: x'
+
+
+@pytest.fixture
+def failed_job(db_session, users) -> str:
+    """A job of alice's that failed with a traceback in a debug event, as the runner records it."""
+    from bmcore.jobs.lifecycle import finish_job, log_event
+
+    job = Job(
+        type="train", params={"data": "/d"}, status="running", owner_id=users.alice.id, message="running"
+    )
+    db_session.add(job)
+    db_session.commit()
+    log_event(db_session, job.id, "epoch 1 of 3")
+    log_event(db_session, job.id, TRACEBACK, level="debug")
+    finish_job(db_session, job.id, "failed", "KeyError: x")
+    db_session.commit()
+    return job.id
+
+
+def test_tracebacks_reach_admins_only(app, users, api, failed_job):
+    alice, root = app.test_client(), app.test_client()
+    assert sign_in(alice, users.alice.email).status_code == 303
+    assert sign_in(root, users.root.email).status_code == 303
+
+    for client, headers, admin in ((alice, api["alice"], False), (root, api["root"], True)):
+        detail = client.get(f"/api/v1/jobs/{failed_job}", headers=headers).json
+        levels = [event["level"] for event in detail["events"]]
+        assert ("debug" in levels) is admin
+        assert "epoch 1 of 3" in [event["message"] for event in detail["events"]]
+        for path in (f"/jobs/{failed_job}", f"/jobs/{failed_job}.json"):
+            page = client.get(path)
+            assert page.status_code == 200
+            assert ("worker-only-path" in page.text) is admin, (path, admin)
+        assert detail["error"] == "KeyError: x"  # the one-line reason is everyone's
+
+
+def test_text_the_database_refuses_is_a_400(web_settings, migrated_db_url):
+    """PostgreSQL refuses NUL in text (SQLite stores it): a 400 with one line, not a 500."""
+    if not migrated_db_url.startswith("postgresql"):
+        pytest.skip("SQLite stores NUL characters in text")
+    from services.web import create_app
+
+    client = create_app({"TESTING": True}).test_client()
+    page = client.get("/sign-in")
+    response = client.post(
+        "/sign-in", data={"email": "a\x00@example.org", "password": "x", "csrf_token": form_csrf(page.text)}
+    )
+    assert response.status_code == 400 and "not valid text" in response.text

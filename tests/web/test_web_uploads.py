@@ -3,9 +3,12 @@ message and leaves no row and no file behind."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import json
 import struct
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -87,6 +90,40 @@ def test_upload_clears_free_text_header_fields(app, upload, study_files):
         assert b"John" not in gzip.decompress(path.read_bytes())
 
 
+FAKE_NAME = "Doe^Jane^Quinn"
+
+
+def _with_sidecar(data: np.ndarray, gz: bool = True) -> bytes:
+    """A NIfTI whose header carries what converters leave there: a JSON DICOM sidecar as an extension
+    and a name in ``data_type``."""
+    image = nib.Nifti1Image(data, affine_for())
+    sidecar = {"PatientName": FAKE_NAME, "PatientBirthDate": "19700101", "Modality": "MR"}
+    image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(sidecar).encode()))
+    image.header["data_type"] = b"Doe^Jane"
+    raw = image.to_bytes()
+    assert FAKE_NAME.encode() in raw and nib.Nifti1Image.from_bytes(raw).header.extensions
+    return gzip.compress(raw) if gz else raw
+
+
+def test_upload_drops_header_extensions_and_data_type(app, upload):
+    study = synthetic_study()
+    files = _good_bytes()
+    files["t1"] = _with_sidecar(study["t1"])
+    files["seg"] = (_with_sidecar(study["seg"], gz=False), "seg.nii")
+    response = upload(files, study_uid="PHI2")
+
+    assert response.status_code == 201, response.json
+    folder = Path(app.config["UPLOADS_DIR"]) / "PHI2"
+    for field, suffix in (("t1", "t1n"), ("seg", "seg")):
+        path = folder / f"PHI2-{suffix}.nii.gz"
+        stored = gzip.decompress(path.read_bytes())
+        for secret in (FAKE_NAME.encode(), b"Doe^Jane", b"19700101", b"PatientName"):
+            assert secret not in stored, (field, secret)
+        image = nib.load(path)
+        assert len(image.header.extensions) == 0 and image.header["data_type"].item() == b""
+        np.testing.assert_array_equal(np.asarray(image.dataobj), study[field])  # the data itself intact
+
+
 def test_upload_generates_a_study_uid_and_reuses_the_patient(upload, study_files, db_session):
     first = upload(study_files(with_label=False), patient_id="P7")
     second = upload(study_files(with_label=False, seed=1), patient_id="P7")
@@ -125,13 +162,13 @@ def _replace(field: str, content: bytes, filename: str | None = None, content_ty
     return files
 
 
-def _header_only(shape, dtype=np.int16) -> bytes:
+def _header_only(shape, dtype=np.int16, offset: int = 352) -> bytes:
     header = nib.Nifti1Header()
     header.set_data_shape(shape)
     header.set_data_dtype(dtype)
     header.set_qform(affine_for(), code=1)
-    header["vox_offset"] = 352
-    return header.binaryblock + b"\x00" * 4
+    header["vox_offset"] = offset
+    return header.binaryblock + b"\x00" * (offset - 348)
 
 
 def _bomb() -> bytes:
@@ -174,6 +211,16 @@ BAD_UPLOADS = {
     "all zero": (lambda: _replace("t1", nifti_bytes(np.zeros(SHAPE, np.float32))), 400, "all zero"),
     "huge header": (lambda: _replace("t1", gzip.compress(_header_only((4000, 4000, 4000)))), 400, "voxels"),
     "gzip bomb": (lambda: _replace("t1", _bomb()), 400, "expands beyond"),
+    "huge header extensions": (
+        lambda: _replace("t1", gzip.compress(_header_only(SHAPE, offset=20 << 20) + bytes(32 * 32 * 16 * 2))),
+        400,
+        "header extensions over 16 MB",
+    ),
+    "label values not integers": (
+        lambda: _replace("seg", nifti_bytes(synthetic_study()["seg"].astype(np.float32) * 0.5)),
+        400,
+        "not integers",
+    ),
     "label values outside 0..3": (
         lambda: _replace("seg", nifti_bytes((synthetic_study()["seg"] * 2).astype(np.uint8))),
         400,
@@ -260,14 +307,42 @@ def test_oversized_upload_is_413(make_app, users, db_session):
     _assert_nothing_kept(app, db_session)
 
 
+CLAIMED_SHAPE = (500, 500, 250)  # int16: 125 MB per file, 62.5 million voxels
+
+
+@functools.cache
+def _claiming_bomb() -> bytes:
+    """Issue #16, item 8: ~120 KB of gzip whose header claims 500×500×250 int16, every voxel there."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [compressor.compress(_header_only(CLAIMED_SHAPE))]
+    block = np.ones(1 << 20, np.int16).tobytes()
+    total = int(np.prod(CLAIMED_SHAPE)) * 2
+    for start in range(0, total, len(block)):
+        parts.append(compressor.compress(block[: total - start]))
+    return b"".join(parts) + compressor.flush()
+
+
+def test_files_claiming_more_voxels_than_the_web_accepts_are_refused_from_the_header(app, upload, db_session):
+    cap = app.config["MAX_UPLOAD_VOXELS"]
+    claimed = int(np.prod(CLAIMED_SHAPE))
+    assert cap < claimed <= app.config["MAX_VOXELS"]  # the worker's cap would let these through
+    bomb = _claiming_bomb()
+    assert len(bomb) < 200_000
+    response = upload({field: bomb for field in ("t1", "t1ce", "t2", "flair")}, study_uid="AMP1")
+
+    assert response.status_code in (400, 413)
+    assert f"header claims {claimed:,} voxels, over the limit of {cap:,}" in response.json["error"]
+    _assert_nothing_kept(app, db_session)
+
+
 def test_gzip_bomb_is_not_expanded_past_the_cap(app, tmp_path, users):
     """The cap is the header-implied size + 1 MB: the bounded reader stops there."""
     from services.web.uploads import GZIP_SLACK_BYTES, UploadError, _gunzip_bounded
 
     source, target = tmp_path / "bomb.gz", tmp_path / "bomb.nii"
     source.write_bytes(_bomb())
-    with pytest.raises(UploadError, match="expands beyond"):
-        _gunzip_bounded(source, target, "t1", 10**7)
+    with source.open("rb") as stream, pytest.raises(UploadError, match="expands beyond"):
+        _gunzip_bounded(stream, target, "t1", 10**7)
     implied = 352 + int(np.prod(SHAPE)) * 2
     assert target.stat().st_size <= implied + GZIP_SLACK_BYTES
 
