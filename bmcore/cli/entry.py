@@ -31,13 +31,16 @@ COMMAND_MODULES: dict[str, str] = {  # command → the bmcore.cli module definin
     "cancel": "jobs",
     "worker": "jobs",
     "models": "registry",
+    "promote": "registry",
     "up": "stack",
     "demo": "stack",
     "cohort": "reports",
     "submit": "submit",
     "user": "accounts",
+    "group": "accounts",
     "token": "accounts",
     "patients": "patients",
+    "datasets": "datasets",
 }
 USER_ERRORS = (ValueError, LookupError, OSError, RuntimeError)
 

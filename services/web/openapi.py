@@ -29,7 +29,7 @@ DESCRIPTION = (
 ERRORS = {
     400: "invalid input; the message says what is wrong",
     401: "missing, invalid or revoked bearer token",
-    403: "the resource belongs to another user",
+    403: "your role may not do this (the message names the roles that may)",
     404: "unknown id",
 }
 

@@ -53,6 +53,7 @@ class Study(BaseModel):
     id: int
     study_uid: Identifier
     patient_id: str | None = Field(description="the patient's pseudonym")
+    group: str | None = Field(description="the patient's group (pseudonyms are unique per group)")
     modalities: list[Modality]
     has_label: bool
     shape: list[int]
@@ -79,6 +80,14 @@ StudyUpload = create_model(
     __doc__="A study upload (multipart/form-data): the patient, the study uid, four NIfTI files and a label.",
     patient_id=(Identifier, ...),
     study_uid=(Identifier | None, Field(None, description="generated if absent")),
+    group=(
+        str | None,
+        Field(
+            None,
+            description="a group of yours (admins: any); by default your only group, or your personal "
+            "group when you have none; required when you belong to several",
+        ),
+    ),
     **{m: _file_field(f"{m} NIfTI (.nii or .nii.gz)") for m in MODALITIES},
     seg=_file_field("optional label NIfTI, values 0 background, 1 NETC, 2 SNFH, 3 ET", required=False),
 )
@@ -169,7 +178,8 @@ class JobDetail(Job):
 
 class PatientFields(BaseModel):
     id: int
-    pseudonym: str = Field(description="e.g. the 6-digit UCSF-BMSR patient number")
+    pseudonym: str = Field(description="e.g. the 6-digit UCSF-BMSR patient number; unique in its group")
+    group: str = Field(description="the group whose members see and edit the patient")
     primary_cancer: PrimaryCancer | None  # type: ignore[valid-type]
     clinical: dict[str, ClinicalValue] = Field(
         description="clinical fields (age, sex, kps, histology, ...), imported with 'bmseg patients import'"
@@ -231,10 +241,37 @@ class ModelVersion(BaseModel):
     metrics: dict[str, float]
 
 
+class AliasMove(BaseModel):
+    """One move of a registry alias (``to_version`` None: the alias was removed)."""
+
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    moved_by: str = Field(description="a user's e-mail, 'job <id>' (an automatic move) or 'cli:<os user>'")
+    reason: str = Field(description="e.g. 'val_lesion_dice 0.41 > 0.33 of v2', 'sweep <id> best child'")
+    job_id: str | None
+    at: datetime
+
+
 class RegisteredModel(BaseModel):
     name: str
     champion: int | None
     versions: list[ModelVersion]
+    history: list[AliasMove] = Field(description="every move of its aliases, newest first")
+
+
+class Dataset(BaseModel):
+    """A registered data set: what a job's ``params.data`` names (non-admins: never a path)."""
+
+    name: str
+    group: str | None = Field(description="the group whose members may use it; null: every researcher")
+    promotable: bool = Field(description="training on it may move the champion alias on its own")
+    path: str | None = Field(None, description="the folder or manifest (shown to admins only)")
+
+
+class DatasetList(BaseModel):
+    datasets: list[Dataset]
 
 
 class ModelList(BaseModel):

@@ -13,7 +13,21 @@ from sqlalchemy import func, select
 from bmcore.db import Job, JobEvent
 from bmcore.jobs.lifecycle import claim_job, finish_job, record_result, update_progress
 
-TRAIN = {"data": "/data/brats", "arch": "unet", "epochs": 3, "lr": 0.001}
+TRAIN = {"data": "brats", "arch": "unet", "epochs": 3, "lr": 0.001}  # a registered data set (below)
+CHAMPION = "models:/bmseg-unet@champion"
+
+
+@pytest.fixture(autouse=True)
+def brats(request, tmp_path) -> Path | None:
+    """The data set ``brats`` (registered by an admin) that a non-admin's jobs name instead of a path."""
+    if "db_session" not in request.fixturenames:
+        return None
+    from bmcore.datasets import add_dataset
+
+    folder = tmp_path / "brats"
+    folder.mkdir()
+    add_dataset(request.getfixturevalue("db_session"), "brats", folder)
+    return folder
 
 
 def _queued(redis_client, queue: str = "gpu") -> list[dict]:
@@ -34,6 +48,7 @@ def _job_count(session) -> int:
 
 
 def test_list_and_get_studies_respect_ownership(client, api, stored_study):
+    """Bob (no group of alice's) neither lists nor gets alice's study: 404 as for an unknown id."""
     mine = client.get("/api/v1/studies", headers=api["alice"]).json["studies"]
     assert [s["study_uid"] for s in mine] == ["S001"]
     assert client.get("/api/v1/studies", headers=api["bob"]).json["studies"] == []
@@ -43,10 +58,12 @@ def test_list_and_get_studies_respect_ownership(client, api, stored_study):
 
     url = f"/api/v1/studies/{stored_study['id']}"
     assert client.get(url, headers=api["alice"]).json == stored_study
-    assert client.get(url, headers=api["bob"]).status_code == 403
+    hidden = client.get(url, headers=api["bob"])
+    assert hidden.status_code == 404 and hidden.json == {"error": f"unknown study id: {stored_study['id']}"}
     assert client.get(url, headers=api["root"]).status_code == 200
     missing = client.get("/api/v1/studies/999", headers=api["alice"])
-    assert missing.status_code == 404 and "unknown study id" in missing.json["error"]
+    assert missing.status_code == 404 and missing.json == {"error": "unknown study id: 999"}
+    assert client.get("/api/v1/studies/1234567890123456789012345", headers=api["alice"]).status_code == 404
 
 
 def test_study_list_limit_is_checked(client, api):
@@ -57,7 +74,7 @@ def test_study_list_limit_is_checked(client, api):
 # ----------------------------------------------------------------------------------------- submit
 
 
-def test_train_job_is_queued_by_name(client, api, web_redis, db_session, users):
+def test_train_job_is_queued_by_name(client, api, web_redis, db_session, users, brats):
     response = client.post("/api/v1/jobs", json={"type": "train", "params": TRAIN}, headers=api["alice"])
 
     assert response.status_code == 202, response.json
@@ -65,11 +82,12 @@ def test_train_job_is_queued_by_name(client, api, web_redis, db_session, users):
     assert body["status"] == "queued" and body["type"] == "train" and body["owner_id"] == users.alice.id
     assert body["status_url"] == f"/api/v1/jobs/{body['id']}" == response.headers["Location"]
     assert _queued(web_redis) == [{"task": "bmseg.train", "args": [body["id"]]}]
-    assert db_session.get(Job, body["id"]).params == TRAIN
+    stored = TRAIN | {"data": str(brats), "dataset": "brats", "champion_eligible": False}
+    assert db_session.get(Job, body["id"]).params == stored
 
 
 def test_segment_job_for_a_study(client, api, web_redis, stored_study):
-    body = {"type": "segment", "params": {"model": "/models/x.pt"}, "study_id": stored_study["id"]}
+    body = {"type": "segment", "params": {"model": CHAMPION}, "study_id": stored_study["id"]}
     response = client.post("/api/v1/jobs", json=body, headers=api["alice"])
 
     assert response.status_code == 202, response.json
@@ -77,12 +95,13 @@ def test_segment_job_for_a_study(client, api, web_redis, stored_study):
     assert _queued(web_redis) == [{"task": "bmseg.segment", "args": [response.json["id"]]}]
 
 
-def test_segment_and_evaluate_jobs_by_path(client, api, web_redis):
+def test_segment_and_evaluate_jobs_by_path(client, api, web_redis, db_session):
+    """An admin may still give paths (a non-admin's are refused: tests/web/test_web_datasets.py)."""
     segment = client.post(
-        "/api/v1/jobs", json={"type": "segment", "params": {"study_dir": "/d/s1"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "segment", "params": {"study_dir": "/d/s1"}}, headers=api["root"]
     )
     evaluate = client.post(
-        "/api/v1/jobs", json={"type": "evaluate", "params": {"data": "/d"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "evaluate", "params": {"data": "/d"}}, headers=api["root"]
     )
     assert segment.status_code == evaluate.status_code == 202
     assert sorted(m["task"] for m in _queued(web_redis)) == ["bmseg.evaluate", "bmseg.segment"]
@@ -111,7 +130,7 @@ BAD_JOBS = {
     "no type": ({"params": {}}, 400, "type must be one of"),
     "params not an object": ({"type": "train", "params": [1, 2]}, 400, "params must be a JSON object"),
     "segment without a study": (
-        {"type": "segment", "params": {"model": "m.pt"}},
+        {"type": "segment", "params": {"model": CHAMPION}},
         400,
         "study_id or params.study_dir",
     ),
@@ -123,7 +142,7 @@ BAD_JOBS = {
         "study_id must be an integer",
     ),
     "model not a string": (
-        {"type": "segment", "params": {"model": 3, "study_dir": "/d"}},
+        {"type": "segment", "params": {"model": 3}},
         400,
         "params.model",
     ),
@@ -156,7 +175,8 @@ def test_malformed_json_and_wrong_content_type(client, api, db_session):
 def test_segment_job_on_another_users_study_is_forbidden(client, api, stored_study, db_session):
     body = {"type": "segment", "params": {}, "study_id": stored_study["id"]}
     response = client.post("/api/v1/jobs", json=body, headers=api["bob"])
-    assert response.status_code == 403
+    assert response.status_code == 404
+    assert response.json == {"error": f"unknown study id: {stored_study['id']}"}
     assert _job_count(db_session) == 0
 
 
@@ -239,11 +259,12 @@ def test_job_detail_has_progress_result_and_the_last_50_events(client, api, db_s
 
 def test_other_users_job_is_forbidden_and_unknown_is_404(client, api):
     job_id = _submit(client, api["alice"])
-    assert client.get(f"/api/v1/jobs/{job_id}", headers=api["bob"]).status_code == 403
+    hidden = client.get(f"/api/v1/jobs/{job_id}", headers=api["bob"])
+    assert hidden.status_code == 404 and hidden.json == {"error": f"unknown job id: {job_id}"}
     assert client.get(f"/api/v1/jobs/{job_id}", headers=api["root"]).status_code == 200
     unknown = client.get("/api/v1/jobs/0123456789abcdef", headers=api["alice"])
     assert unknown.status_code == 404 and unknown.json == {"error": "unknown job id: 0123456789abcdef"}
-    assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=api["bob"]).status_code == 403
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=api["bob"]).status_code == 404
     assert client.post("/api/v1/jobs/nope/cancel", headers=api["alice"]).status_code == 404
 
 
@@ -287,7 +308,7 @@ def test_artifacts_download_only_listed_files_inside_the_results_dir(client, api
         response = client.get(f"{base}/{name}", headers=api["alice"])
         assert response.status_code == 404, name
         assert "error" in response.json
-    assert client.get(f"{base}/metrics", headers=api["bob"]).status_code == 403
+    assert client.get(f"{base}/metrics", headers=api["bob"]).status_code == 404
 
 
 def test_segmentation_artifacts_of_a_study(client, api, stored_study, fake_segment, users):

@@ -12,6 +12,23 @@ from sqlalchemy import select
 from bmcore.db import Job
 from bmcore.jobs.lifecycle import claim_job, record_result, update_progress
 
+CHAMPION = "models:/bmseg-unet@champion"
+
+
+@pytest.fixture(autouse=True)
+def data_sets(request, tmp_path) -> dict:
+    """Data sets ``d`` and ``brats`` (registered by an admin): a non-admin's jobs name them, not paths."""
+    if "db_session" not in request.fixturenames and "signed_in" not in request.fixturenames:
+        return {}
+    from bmcore.datasets import add_dataset
+
+    folders = {}
+    for name in ("d", "brats"):
+        folders[name] = tmp_path / "data-sets" / name
+        folders[name].mkdir(parents=True)
+        add_dataset(request.getfixturevalue("db_session"), name, folders[name])
+    return folders
+
 
 def _png(response) -> np.ndarray:
     assert response.status_code == 200, response.data[:200]
@@ -46,7 +63,7 @@ def test_new_job_form_queues_a_segmentation(signed_in, stored_study, web_redis, 
         data={
             "csrf_token": signed_in.csrf,
             "type": "segment",
-            "model": "/models/tiny.pt",
+            "model": CHAMPION,
             "study_id": stored_study["id"],
         },
     )
@@ -57,14 +74,14 @@ def test_new_job_form_queues_a_segmentation(signed_in, stored_study, web_redis, 
     assert (job.type, job.study_id, job.params, job.owner_id) == (
         "segment",
         stored_study["id"],
-        {"model": "/models/tiny.pt"},
+        {"model": CHAMPION},
         users.alice.id,
     )
     assert web_redis.llen("gpu") == 1
     assert "Segment job queued" in signed_in.get(f"/jobs/{job.id}").text
 
 
-def test_new_job_form_queues_training_with_typed_numbers(signed_in, web_redis, db_session):
+def test_new_job_form_queues_training_with_typed_numbers(signed_in, web_redis, db_session, data_sets):
     response = signed_in.post(
         "/jobs",
         data={
@@ -75,13 +92,15 @@ def test_new_job_form_queues_training_with_typed_numbers(signed_in, web_redis, d
             "lr": "0.0005",
             "batch_size": "8",
             "size": "128",
-            "data": "/data/brats",
+            "dataset": "brats",
         },
     )
     assert response.status_code == 303
     job = db_session.scalars(select(Job)).one()
     assert job.params == {
-        "data": "/data/brats",
+        "data": str(data_sets["brats"]),
+        "dataset": "brats",
+        "champion_eligible": False,
         "arch": "fcn",
         "epochs": 4,
         "lr": 0.0005,
@@ -93,16 +112,16 @@ def test_new_job_form_queues_training_with_typed_numbers(signed_in, web_redis, d
 @pytest.mark.parametrize(
     ("form", "status", "fragment"),
     [
-        ({"type": "train", "arch": "unet", "epochs": "-1", "data": "/d"}, 400, "epochs must be a positive"),
-        ({"type": "train", "arch": "vit", "epochs": "3", "data": "/d"}, 400, "unknown arch"),
+        ({"type": "train", "arch": "unet", "epochs": "-1", "dataset": "d"}, 400, "epochs must be a positive"),
+        ({"type": "train", "arch": "vit", "epochs": "3", "dataset": "d"}, 400, "unknown arch"),
         (
-            {"type": "train", "arch": "unet", "epochs": "three", "data": "/d"},
+            {"type": "train", "arch": "unet", "epochs": "three", "dataset": "d"},
             400,
             "epochs must be a whole number",
         ),
-        ({"type": "train", "arch": "unet", "epochs": "3", "data": ""}, 400, "needs a data set path"),
-        ({"type": "segment", "model": "m.pt", "study_id": "999"}, 404, "unknown study id"),
-        ({"type": "segment", "model": "m.pt"}, 400, "study_id or params.study_dir"),
+        ({"type": "train", "arch": "unet", "epochs": "3", "dataset": ""}, 400, "needs a data set"),
+        ({"type": "segment", "model": CHAMPION, "study_id": "999"}, 404, "unknown study id"),
+        ({"type": "segment", "model": CHAMPION}, 400, "study_id or params.study_dir"),
         ({"type": "nap"}, 400, "type must be one of"),
     ],
 )
@@ -115,9 +134,9 @@ def test_new_job_form_shows_what_is_wrong(signed_in, db_session, form, status, f
 
 def test_jobs_json_and_job_json_follow_progress(signed_in, db_session, users, client, api, app):
     submitted = client.post(
-        "/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=api["alice"]
     )
-    client.post("/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=api["bob"])
+    client.post("/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=api["bob"])
     job_id = submitted.json["id"]
     claim_job(db_session, job_id, "worker-1")
     update_progress(db_session, job_id, 0.4, "epoch 2/5")
@@ -140,7 +159,7 @@ def test_jobs_json_and_job_json_follow_progress(signed_in, db_session, users, cl
 
 def test_job_page_shows_metrics_curves_and_mlflow_link(signed_in, db_session, users, client, api, app):
     job_id = client.post(
-        "/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=api["alice"]
     ).json["id"]
     out = app.config["RESULTS_DIR"] / "jobs" / job_id
     out.mkdir(parents=True)
@@ -177,7 +196,7 @@ def test_mlflow_ui_url_is_configurable(make_app, users, db_session, monkeypatch)
 
 def test_cancel_from_the_job_page(signed_in, client, api, db_session):
     job_id = client.post(
-        "/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=api["alice"]
     ).json["id"]
     response = signed_in.post(f"/jobs/{job_id}/cancel", data={"csrf_token": signed_in.csrf})
     assert response.status_code == 303
@@ -189,14 +208,16 @@ def test_other_users_pages_are_forbidden(app, signed_in, client, api, stored_stu
     from .conftest import sign_in
 
     job_id = client.post(
-        "/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=api["alice"]
     ).json["id"]
     bob = app.test_client()
     sign_in(bob, "bob@example.org")
-    assert bob.get(f"/jobs/{job_id}").status_code == 403
-    assert bob.get(f"/jobs/{job_id}.json").status_code == 403
-    assert bob.get(f"/studies/{stored_study['id']}").status_code == 403
-    assert bob.get(f"/studies/{stored_study['id']}/slice.png").status_code == 403
+    # Another user's job or study answers 404, exactly as an unknown id does (no 403-vs-404 oracle).
+    assert bob.get(f"/jobs/{job_id}").status_code == 404
+    assert bob.get(f"/jobs/{job_id}.json").json == {"error": f"unknown job id: {job_id}"}
+    assert bob.get(f"/studies/{stored_study['id']}").status_code == 404
+    assert f"unknown study id: {stored_study['id']}" in bob.get(f"/studies/{stored_study['id']}").text
+    assert bob.get(f"/studies/{stored_study['id']}/slice.png").status_code == 404
     assert bob.get("/jobs/unknown-job").status_code == 404
     assert "Not found" in bob.get("/jobs/unknown-job").text
 
@@ -308,7 +329,7 @@ def test_models_page_compares_versions(signed_in, monkeypatch):
 def test_update_progress_is_visible_without_reload(signed_in, client, api, db_session):
     """The job page's JSON route is what its script polls: it moves as the worker writes."""
     job_id = client.post(
-        "/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=api["alice"]
+        "/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=api["alice"]
     ).json["id"]
     seen = []
     claim_job(db_session, job_id, "w")

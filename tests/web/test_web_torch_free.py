@@ -15,7 +15,12 @@ from .conftest import PASSWORD
 PROBE = Path(__file__).with_name("torch_free_probe.py")
 
 
-def test_web_process_never_imports_torch(app, users, stored_study, fake_segment, study_files):
+def test_web_process_never_imports_torch(
+    app, users, stored_study, fake_segment, study_files, db_session, tmp_path
+):
+    from bmcore.datasets import add_dataset
+
+    add_dataset(db_session, "d", tmp_path)  # the data set the probe's train job names
     job_id = fake_segment(stored_study["id"], users.alice.id)
     config = {
         "token": users.alice.token,

@@ -50,9 +50,9 @@ def main(config: dict) -> dict:
         }
 
     _, csrf = sign_in()
-    queued = api.post("/api/v1/jobs", json={"type": "train", "params": {"data": "/d"}}, headers=bearer).json[
+    queued = api.post("/api/v1/jobs", json={"type": "train", "params": {"data": "d"}}, headers=bearer).json[
         "id"
-    ]
+    ]  # "d": a registered data set (a non-admin's job names one, never a path)
     values = {
         "study_id": config["study_id"],
         "job_id": config["job_id"],
@@ -92,7 +92,7 @@ def main(config: dict) -> dict:
                 form = {
                     "type": "segment",
                     "study_id": config["study_id"],
-                    "model": "/m.pt",
+                    "model": "models:/bmseg-unet@champion",
                     "csrf_token": csrf,
                 }
                 response = client.post(path, data=form)
