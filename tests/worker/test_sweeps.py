@@ -472,8 +472,13 @@ def test_the_same_sweep_again_reuses_its_finished_children(pool, tiny):
 
 @pytest.mark.slow
 def test_a_failing_child_is_reported_and_does_not_fail_the_sweep(pool, tiny):
-    # depth 7 passes validation but needs inputs divisible by 128: it fails at its first batch.
-    params = {"data": str(pool["cohort"]), "grid": {"depth": [2, 7]}, "base": tiny | {"loss": "dice_ce"}}
+    # At 96² slices (a valid size), depth 6 passes validation but needs inputs divisible by 2**6 = 64:
+    # that child fails at its first batch.
+    params = {
+        "data": str(pool["cohort"]),
+        "grid": {"depth": [2, 6]},
+        "base": tiny | {"loss": "dice_ce", "size": 96},
+    }
     parent_id = submit("sweep", params)
     parent = wait_for(parent_id)
     assert parent["status"] == "succeeded", (parent, worker_logs(pool))
@@ -481,10 +486,8 @@ def test_a_failing_child_is_reported_and_does_not_fail_the_sweep(pool, tiny):
     assert (metrics["succeeded"], metrics["failed"]) == (1, 1)
     good, bad = metrics["ranking"]
     assert (good["rank"], good["params"], good["status"]) == (1, {"depth": 2}, "succeeded")
-    assert (bad["rank"], bad["params"], bad["status"]) == (None, {"depth": 7}, "failed")
-    assert (
-        "divisible by 128" in bad["error"] and "divisible by 128" in Path(artifacts["ranking_md"]).read_text()
-    )
+    assert (bad["rank"], bad["params"], bad["status"]) == (None, {"depth": 6}, "failed")
+    assert "divisible by 64" in bad["error"] and "divisible by 64" in Path(artifacts["ranking_md"]).read_text()
 
 
 @pytest.mark.slow

@@ -129,6 +129,10 @@ def test_0002_gives_roles_and_groups_to_existing_rows(empty_db_url):
             ).all()
     finally:
         engine.dispose()
+        # The rows above were given explicit ids, which PostgreSQL's sequences did not see: leave no rows
+        # behind for the session-wide database's next user.
+        dispose_engines()
+        command.downgrade(alembic_config(empty_db_url), "base")
     assert roles == {"root@x.org": "admin", "ana@x.org": "researcher"}
     assert groups == {"pa": "user-2", "pb": "default"}
     assert [tuple(row) for row in members] == [("user-2", 2)]
