@@ -101,8 +101,10 @@ def write_nifti(
     path: str | Path,
     header: nib.Nifti1Header | None = None,
     dtype: type | None = None,
+    spatial_unit: str | None = None,
 ) -> Path:
-    """Write an array atomically (temp file in the same folder, then rename), free-text fields cleared."""
+    """Write an array atomically (temp file in the same folder, then rename), free-text fields cleared;
+    ``spatial_unit`` (e.g. ``"mm"``) sets the header's spatial unit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(array if dtype is None else array.astype(dtype))
@@ -111,6 +113,8 @@ def write_nifti(
     image.set_data_dtype(data.dtype)
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
+    if spatial_unit is not None:
+        image.header.set_xyzt_units(xyz=spatial_unit)
     if data.dtype.kind in "iu":
         image.header["scl_slope"] = 1
         image.header["scl_inter"] = 0
