@@ -23,7 +23,9 @@ def evaluate(
     model: str = typer.Option(..., "--model", help="Checkpoint path or models:/bmseg-unet@champion."),
     data: Path = typer.Option(..., "--data", help="Data folder, study folder or CSV manifest."),
     split_file: Path | None = typer.Option(None, "--split", help="Evaluate only this split's test studies."),
-    tta: bool = typer.Option(False, help="Average with the left-right mirrored prediction."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Average with the left-right mirrored prediction (default: the model's)."
+    ),
     batch_size: int = typer.Option(16, help="Slices per batch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Write the full metrics JSON here."),
@@ -56,6 +58,12 @@ def evaluate(
         typer.echo(f"metrics written to {out}")
 
 
+DICOM_HELP = (
+    "Also write OUT/<study>_rtstruct.dcm, OUT/<study>_seg.dcm (DICOM-SEG) and, for a study not imported "
+    "from DICOM, the T1 post-contrast MR series they reference, OUT/<study>_t1ce_dicom/."
+)
+
+
 @commands.command()
 def segment(
     study: Path = typer.Argument(
@@ -65,13 +73,21 @@ def segment(
         "models:/bmseg-unet@champion", "--model", help="Checkpoint path or registry URI."
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
-    tta: bool = typer.Option(False, help="Average with the left-right mirrored prediction."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Average with the left-right mirrored prediction (default: the model's)."
+    ),
     batch_size: int = typer.Option(16, help="Slices per batch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    dicom: bool = typer.Option(False, "--dicom", help=DICOM_HELP),
 ) -> None:
     """Segment studies: OUT/<study>_seg.nii.gz (input geometry) and OUT/<study>_lesions.csv."""
     from bmcore.inference import load_predictor, segment_study  # lazy: torch, kept out of --help
 
+    errors: tuple[type[Exception], ...] = (StudyError,)
+    if dicom:
+        from bmcore.dicom import DicomError, write_dicom_outputs  # lazy: highdicom, only with --dicom
+
+        errors = (StudyError, DicomError)
     refs = find_studies(study)
     predictor = load_predictor(model, device=device)
     failed = 0
@@ -87,7 +103,13 @@ def segment(
                     tta,
                     on_batch=lambda i, n, t=task: bar.update(t, completed=i, total=n),
                 )
-            except StudyError as exc:
+                written = {}
+                if dicom:  # the series the outputs reference: next to the T1 post-contrast file
+                    t1ce = ref.images["t1ce"]
+                    written = write_dicom_outputs(
+                        t1ce.parent, result.mask_path, result.lesions, out, ref.study_id, ref.patient_id, t1ce
+                    )
+            except errors as exc:
                 if len(refs) == 1:
                     raise
                 failed += 1  # one bad study does not stop the others
@@ -96,6 +118,8 @@ def segment(
             typer.echo(
                 f"{ref.study_id}: {len(result.lesions)} lesion(s) → {result.mask_path}, {result.lesions_path}"
             )
+            for kind, path in written.items():
+                typer.echo(f"{ref.study_id}: {kind} → {path}")
     if failed:
         typer.echo(f"{failed} of {len(refs)} studies could not be segmented", err=True)
         raise typer.Exit(1)
