@@ -31,7 +31,7 @@ from bmcore.db.base import Base, UTCDateTime, new_job_id, utcnow
 if TYPE_CHECKING:
     from bmcore.db.users import Group
 
-JOB_TYPES = ("train", "evaluate", "segment", "sweep", "crossval")
+JOB_TYPES = ("train", "evaluate", "segment", "sweep", "crossval", "ingest")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 EVENT_LEVELS = ("debug", "info", "warning", "error")

@@ -29,6 +29,7 @@ TASK_NAMES: dict[str, str] = {
     "train": "bmseg.train",
     "evaluate": "bmseg.evaluate",
     "segment": "bmseg.segment",
+    "ingest": "bmseg.ingest",  # a DICOM archive uploaded through the web, imported as a study (cpu queue)
 }
 
 # Job type -> Celery task name, for parent jobs (bmcore.jobs.parents): their task fans out child train jobs

@@ -28,6 +28,7 @@ from services.web.access import (
 )
 from services.web.auth import load_api_user
 from services.web.common import WebError, db
+from services.web.dicom_intake import is_dicom_upload, queue_dicom_upload
 from services.web.job_inputs import datasets_for
 from services.web.job_requests import prepare_job
 from services.web.openapi import documented, openapi_document
@@ -99,28 +100,42 @@ def list_studies():
 @bp.post("/studies")
 @documented(
     "uploadStudy",
-    (201, schemas.Study, "the stored study"),
+    (201, schemas.Study, "the stored study (NIfTI files)"),
     {
         400: None,
         409: "a study with this study_uid exists",
         413: "the upload is larger than the server accepts",
-        415: "not multipart/form-data, or a file is not NIfTI",
+        415: "not multipart/form-data, or a file is not NIfTI (a zip for dicom)",
+        429: "a DICOM archive: you have as many queued and running jobs as allowed",
+        503: "a DICOM archive: the queue is unavailable",
     },
     form=schemas.StudyUpload,
 )
 def upload_study():
-    """Upload a study (four NIfTI modalities, optional label)
+    """Upload a study (four NIfTI modalities, optional label; or a DICOM archive)
 
     Every file is checked (NIfTI header first, 3D, voxel limit, bounded gzip expansion, matching shapes
     and affines, no NaN, not all zero, labels 0..3) and stored with its free-text header fields cleared.
     On any failure nothing is stored. The study goes into ``group`` (one of yours; by default your only
     group) and its patient is the pseudonym's patient in that group (made when new).
+
+    A DICOM archive (file ``dicom``: a zip of the study's MR series; optional ``map`` such as
+    ``5=t1ce, 7=flair`` for series the importer cannot place) is answered **202** with an ingest job (a
+    JobQueued, with its ``status_url`` and a Location header; not a Study): the worker converts the
+    series, stores the study (no PHI: the pseudonym, never the DICOM's names or ids) and names it in the
+    job's result (``study_id``), or fails the job with the reason and stores nothing.
     """
     if request.mimetype != "multipart/form-data":
         raise WebError(
             415, "upload a study as multipart/form-data (fields patient_id, study_uid, group; files t1...)"
         )
     config = current_app.config
+    if is_dicom_upload(request.files):
+        job = queue_dicom_upload(
+            db(), request.files, request.form, g.user, config["UPLOADS_DIR"], config["MAX_CONTENT_LENGTH"]
+        )
+        status_url = url_for("api.get_job", job_id=job.id)
+        return _created(job_to_dict(job) | {"status_url": status_url}, 202, status_url)
     study = store_study_upload(
         db(),
         request.files,

@@ -4,55 +4,39 @@ The files are checked and staged by :mod:`.uploads`; this module decides where t
 group comes first (:func:`services.web.access.upload_group`: a group of the uploader, by default their
 only one), and the pseudonym is looked up **within that group only**: an upload never attaches to, nor
 reveals, a patient of another group, whatever its pseudonym. On any refusal no file and no row remain.
+The database part (identifiers, the patient within its group, the row) is
+:mod:`bmcore.patients.studies`, which the worker's DICOM import shares; here its refusals become 4xx.
 """
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from bmcore.db import Group, Patient, Study, User
+from bmcore.db import Group, Study, User
+from bmcore.patients import studies
 from services.web.access import upload_group
 from services.web.common import WebError
-from services.web.uploads import (
-    IDENTIFIER,
-    LABEL_FIELD,
-    StagedStudy,
-    UploadError,
-    check_upload_fields,
-    stage_study,
-)
+from services.web.uploads import StagedStudy, UploadError, check_upload_fields, stage_study
 
 
 def check_identifiers(patient_id: str | None, study_uid: str | None) -> tuple[str, str]:
     """The patient pseudonym and study uid (generated when empty), or 400."""
-    patient_id = (patient_id or "").strip()
-    if not IDENTIFIER.match(patient_id):
-        raise UploadError(
-            400, "patient_id must be 1-64 characters: letters, digits, '_' or '-' (a pseudonym)"
-        )
-    study_uid = (study_uid or "").strip() or f"study-{uuid.uuid4().hex[:16]}"
-    if not IDENTIFIER.match(study_uid):
-        raise UploadError(400, "study_uid must be 1-64 characters: letters, digits, '_' or '-'")
-    return patient_id, study_uid
+    try:
+        return studies.check_identifiers(patient_id, study_uid)
+    except studies.StudyIdError as exc:
+        raise UploadError(400, str(exc)) from None
 
 
 def refuse_existing(session: Session, uploads_dir: Path, study_uid: str) -> Path:
     """The study's final folder; 409 when a row or a folder of that uid exists already."""
-    if session.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is not None:
-        raise UploadError(409, f"a study {study_uid} already exists")
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    final = uploads_dir / study_uid
-    if final.exists():
-        raise UploadError(409, f"a study folder {study_uid} already exists")
-    return final
+    try:
+        return studies.refuse_existing(session, uploads_dir, study_uid)
+    except studies.StudyExists as exc:
+        raise UploadError(409, str(exc)) from None
 
 
 def register_study(
@@ -64,37 +48,12 @@ def register_study(
     group: Group,
 ) -> Study:
     """The study's row, with its patient found (or made) by pseudonym within ``group``; committed. On
-    failure the folder is removed."""
-    stored = staged.stored
+    failure the folder is removed (409 when a study of that uid was stored meanwhile)."""
+    stored = studies.StoredStudy(staged.folder, staged.stored, staged.shape, staged.spacing, staged.checksum)
     try:
-        patient = session.scalars(
-            select(Patient).where(Patient.pseudonym == patient_id, Patient.group_id == group.id)
-        ).one_or_none()
-        if patient is None:
-            patient = Patient(pseudonym=patient_id, group=group)
-            session.add(patient)
-        study = Study(
-            patient=patient,
-            study_uid=study_uid,
-            directory=str(staged.folder),
-            files={field: str(path) for field, path in stored.items() if field != LABEL_FIELD},
-            label_path=str(stored[LABEL_FIELD]) if LABEL_FIELD in stored else None,
-            shape=staged.shape,
-            spacing=staged.spacing,
-            checksum=staged.checksum,
-            owner_id=owner_id,
-        )
-        session.add(study)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        shutil.rmtree(staged.folder, ignore_errors=True)
-        raise UploadError(409, f"a study {study_uid} already exists") from None
-    except BaseException:
-        session.rollback()
-        shutil.rmtree(staged.folder, ignore_errors=True)
-        raise
-    return study
+        return studies.register_study(session, stored, patient_id, study_uid, owner_id, group)
+    except studies.StudyExists as exc:
+        raise UploadError(409, str(exc)) from None
 
 
 def store_study_upload(

@@ -29,6 +29,7 @@ FORM_FIELDS = (
     "model",
     "study_id",
     "tta",
+    "dicom",
     "grid",
     "budget",
     "folds",
@@ -90,6 +91,8 @@ def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
             params["study_dir"] = path
     if job_type in ("evaluate", "segment") and form.get("tta"):
         params["tta"] = True
+    if job_type == "segment" and form.get("dicom"):
+        params["dicom"] = True  # RTSTRUCT and DICOM-SEG next to the mask (bmcore.jobs.runner.run_segment)
     return {"type": job_type, "params": params, "study_id": study_id}
 
 
