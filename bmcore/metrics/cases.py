@@ -32,8 +32,9 @@ def evaluate_case(pred: np.ndarray, target: np.ndarray, spacing: Spacing) -> dic
     """Every metric of docs/design.md §4 for one study (label volumes indexed x, y, z).
 
     Per-class keys as in :func:`per_class_metrics`; lesion-wise keys of :func:`lesion_wise_metrics`
-    for ET, TC and WT with a region suffix (``lesion_dice_TC``, ``n_fp_ET``, ``total_lt3mm_WT``);
-    ``confusion``: the 4x4 confusion matrix (rows target, cols pred) as nested lists. JSON-ready.
+    for ET, TC and WT with a region suffix (``lesion_dice_TC``, ``n_fp_ET``, ``total_lt3mm_WT``, and
+    ``lesions_TC``: one row per scored ground-truth lesion); ``confusion``: the 4x4 confusion matrix
+    (rows target, cols pred) as nested lists. JSON-ready.
     """
     pred, target = np.asarray(pred), np.asarray(target)
     result: dict = per_class_metrics(pred, target, spacing)

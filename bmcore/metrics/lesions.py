@@ -134,18 +134,34 @@ def _score_lesion(
 
 @dataclass(frozen=True)
 class _LesionScore:
-    diameter_mm: float
+    lesion: Lesion
     detected: bool
     dice: float
     hd95: float
 
+    @property
+    def diameter_mm(self) -> float:
+        return self.lesion.diameter_mm
 
-def _lesion_summary(scores: list[_LesionScore], n_fp: int) -> dict[str, float | int | None]:
+    def row(self) -> dict:
+        """The lesion's row in a study's ``lesions_<region>`` list (JSON-ready)."""
+        return {
+            "lesion_id": self.lesion.label_id,
+            "voxels": self.lesion.voxels,
+            "volume_ml": round(self.lesion.volume_ml, 4),
+            "diameter_mm": round(self.lesion.diameter_mm, 2),
+            "detected": self.detected,
+            "dice": float(self.dice),
+            "hd95": float(self.hd95),
+        }
+
+
+def _lesion_summary(scores: list[_LesionScore], n_fp: int) -> dict:
     """Aggregate the scored ground-truth lesions and false positives of one study and region."""
     n_gt = len(scores)
     n_tp = sum(score.detected for score in scores)
     denominator = n_gt + n_fp  # each false positive adds Dice 0 and HD95 374 mm
-    result: dict[str, float | int | None] = {
+    result: dict = {
         "lesion_dice": sum(s.dice for s in scores) / denominator if denominator else 1.0,
         "lesion_hd95": (sum(s.hd95 for s in scores) + HD95_MISSING * n_fp) / denominator
         if denominator
@@ -160,12 +176,11 @@ def _lesion_summary(scores: list[_LesionScore], n_fp: int) -> dict[str, float | 
         in_bin = [score for score in scores if diameter_bin(score.diameter_mm) == name]
         result[f"detected_{name}"] = sum(score.detected for score in in_bin)
         result[f"total_{name}"] = len(in_bin)
+    result["lesions"] = [score.row() for score in scores]
     return result
 
 
-def lesion_wise_metrics(
-    pred: np.ndarray, target: np.ndarray, spacing: Spacing, region: str = "TC"
-) -> dict[str, float | int | None]:
+def lesion_wise_metrics(pred: np.ndarray, target: np.ndarray, spacing: Spacing, region: str = "TC") -> dict:
     """Lesion-wise scores of one study for one region, following the BraTS-METS 2023 rules.
 
     - Ground-truth lesions are the 26-connected components of the region in ``target``; those of
@@ -183,7 +198,8 @@ def lesion_wise_metrics(
     lesion is exactly a 26-connected component, as everywhere in bmseg.
     Also returns ``n_gt, n_tp, n_fn, n_fp``, ``detection_sensitivity`` (None without lesions) and,
     per diameter bin of the ground-truth lesion's equivalent diameter, ``detected_<bin>`` and
-    ``total_<bin>``.
+    ``total_<bin>``, and ``lesions``: one row per scored ground-truth lesion (``lesion_id``: its
+    component's label, ``voxels``, ``volume_ml``, ``diameter_mm``, ``detected``, ``dice``, ``hd95``).
     """
     check_same_shape(pred, target)
     gt_labels, n_gt = label_components(region_mask(target, REGIONS[region]))
@@ -196,7 +212,7 @@ def lesion_wise_metrics(
         claimed |= matched
         if lesion.voxels >= MIN_LESION_VOXELS:
             dice, distance = _score_lesion(gt_labels, pred_labels, lesion, matched, pred_boxes, spacing)
-            scores.append(_LesionScore(lesion.diameter_mm, bool(matched), dice, distance))
+            scores.append(_LesionScore(lesion, bool(matched), dice, distance))
     return _lesion_summary(scores, n_pred - len(claimed))
 
 

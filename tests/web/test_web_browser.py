@@ -34,6 +34,7 @@ CHROMIUM_ARGS = [
 ]
 JOB_TIMEOUT_MS = 240_000
 FIELD_SUFFIX = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+NATURAL_SIZE = ("naturalWidth", "naturalHeight")
 
 
 @pytest.fixture
@@ -78,7 +79,8 @@ def stack(tmp_path, monkeypatch, browser_redis):
 
     app = create_app()
     with session_scope() as session:
-        create_user(session, "viewer@example.org", "browser-password")
+        # an admin: the test segments with a checkpoint file, a raw path only admins may queue
+        create_user(session, "viewer@example.org", "browser-password", is_admin=True)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -211,6 +213,12 @@ def test_upload_segment_and_view_in_a_browser(stack):
                 assert watched.evaluate("window.__sameDocument") is True, f"{watched.url} reloaded"
             expect(page.locator("#job-pct")).to_have_text("100 %")
             expect(page.locator("#artifacts")).to_contain_text("BRW001A_seg")
+            # The result card is swapped in once the job ends: the lesion table first, every figure collapsed.
+            expect(page.locator("#segmented-1 tbody tr")).not_to_have_count(0)
+            expect(page.locator("#metrics-table")).to_be_hidden()
+            page.click("#all-metrics > summary")
+            expect(page.locator("#metrics-table")).to_contain_text("lesion_count")
+            assert page.evaluate("window.__sameDocument") is True, "the result appeared only after a reload"
             expect(page.locator("#cancel-form")).to_be_hidden()
             page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
             jobs_page.screenshot(path=str(SCREENSHOTS / "jobs.png"), full_page=True)
@@ -232,11 +240,33 @@ def test_upload_segment_and_view_in_a_browser(stack):
             before = image.get_attribute("src")
             page.locator("#slice").fill("5")
             page.click('#modality button[data-value="flair"]')
-            expect(image).to_have_attribute("src", re.compile(r"modality=flair&z=5"))
+            expect(image).to_have_attribute("src", re.compile(r"modality=flair&plane=axial&index=5"))
             assert image.get_attribute("src") != before
-            expect(image).to_have_attribute("data-loaded", re.compile(r"modality=flair&z=5"))
+            expect(image).to_have_attribute("data-loaded", re.compile(r"modality=flair&plane=axial&index=5"))
             page.locator("#lesion-table tbody tr").first.click()
             page.screenshot(path=str(SCREENSHOTS / "viewer.png"), full_page=True)
+
+            # Switch planes: the slider's range, the orientation letters and the image's shape follow.
+            for plane, count, top, left in (
+                ("coronal", 64, "S", "R"),
+                ("sagittal", 64, "S", "A"),
+                ("axial", 40, "A", "R"),
+            ):
+                page.click(f'#plane button[data-value="{plane}"]')
+                expect(image).to_have_attribute("data-loaded", re.compile(rf"plane={plane}&index=\d+"))
+                expect(page.locator("#slice")).to_have_attribute("max", str(count - 1))
+                expect(page.locator("#orient-top")).to_have_text(top)
+                expect(page.locator("#orient-left")).to_have_text(left)
+                size = [page.evaluate(f"document.getElementById('slice-img').{n}") for n in NATURAL_SIZE]
+                # 64 x 64 x 40 voxels of 3.5 x 3.5 x 4 mm: 224 mm across, 160 mm from top to bottom
+                assert size == ([512, 512] if plane == "axial" else [512, round(160 * 512 / 224)]), plane
+                if plane == "coronal":
+                    page.locator("#slice").fill("30")
+                    expect(image).to_have_attribute("data-loaded", re.compile(r"plane=coronal&index=30"))
+                    page.screenshot(path=str(SCREENSHOTS / "viewer-coronal.png"), full_page=True)
+            # Each plane kept its own slice: axial is still on the lesion clicked above.
+            lesion_z = page.locator("#lesion-table tbody tr").first.get_attribute("data-z")
+            expect(page.locator("#slice")).to_have_value(lesion_z)
 
             mask = page.request.get(base + page.locator("#mask-download").get_attribute("href"))
             assert mask.status == 200 and mask.body()[:2] == b"\x1f\x8b"

@@ -259,9 +259,9 @@ def test_viewer_slice_validation(signed_in, stored_study):
     assert signed_in.get(f"{base}?overlay=heat").status_code == 400
     assert signed_in.get(f"{base}?z=abc").status_code == 400
     assert signed_in.get(f"{base}?opacity=nan").status_code == 400
-    assert (
-        _png(signed_in.get(f"{base}?z=9999&overlay=prediction")).shape[2] == 3
-    )  # clamped; no prediction yet
+    assert signed_in.get(f"{base}?z=9999&overlay=prediction").status_code == 400  # past the last slice
+    assert signed_in.get(f"{base}?plane=oblique").status_code == 400
+    assert _png(signed_in.get(f"{base}?plane=coronal&index=31&overlay=prediction")).shape[2] == 3  # none yet
     assert signed_in.get("/studies/999/slice.png").status_code == 404
 
 

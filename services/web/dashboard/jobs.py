@@ -27,6 +27,7 @@ from services.web.access import artifact_file, visible_job, visible_jobs, visibl
 from services.web.common import WebError, db
 from services.web.dashboard.job_form import DEFAULT_FOLDS, FORM_FIELDS, form_choices, job_request_from_form
 from services.web.job_requests import DEFAULT_MODEL, SUBMITTABLE_TYPES, prepare_job
+from services.web.result_view import job_result_view
 from services.web.serialize import job_detail, job_summary
 
 INLINE_SUFFIXES = (".png", ".json", ".csv")
@@ -119,7 +120,13 @@ def job(job_id: str):
     session = db()
     record = visible_job(session, g.user, job_id)
     detail = job_detail(session, record, current_app.config["MLFLOW_UI_URL"], viewer=g.user)
-    return render_template("job.html", job=detail, study=record.study_id, ranking=_parent_table(detail))
+    return render_template(
+        "job.html",
+        job=detail,
+        study=record.study_id,
+        ranking=_parent_table(detail),
+        view=job_result_view(record, current_app.config["RESULTS_DIR"]),
+    )
 
 
 def _parent_table(detail: dict[str, Any]) -> list[dict[str, Any]] | None:

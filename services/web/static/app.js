@@ -99,25 +99,18 @@ function initJobsPage() {
 
 /* ------------------------------------------------------------------------- job page */
 
-function renderResult(root, job) {
+/* The result card is drawn by the server (headline, per-study and per-lesion tables, every figure): once the
+ * job has finished with a result, this page's own HTML is fetched and its card swapped in, without a reload. */
+async function renderResult(job) {
   const card = document.getElementById("result-card");
-  if (!job.result) return;
-  card.hidden = false;
-  const artifactUrl = (name) => root.dataset.artifactUrl.replace("ARTIFACT", encodeURIComponent(name));
-  const rows = job.result.metrics_table.map(([key, value]) =>
-    el("tr", {}, [el("td", { className: "mono", text: key }), el("td", { className: "num mono", text: String(value ?? "–") })]),
-  );
-  document.querySelector("#metrics-table tbody").replaceChildren(...rows);
-  const items = job.result.artifacts.map((name) =>
-    el("li", {}, [el("a", { href: artifactUrl(name) + "?download=1", text: name })]),
-  );
-  document.getElementById("artifacts").replaceChildren(...items);
-  const curves = document.getElementById("curves-box");
-  if (job.result.artifacts.includes("curves")) {
-    const img = document.getElementById("curves-img");
-    if (!img.getAttribute("src")) img.src = artifactUrl("curves");
-    curves.hidden = false;
-  }
+  if (!job.result || !FINISHED.has(job.status) || card.dataset.fresh === "true") return;
+  const response = await fetch(window.location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } });
+  if (!response.ok) throw new Error(window.location.pathname + ": HTTP " + response.status);
+  const page = new DOMParser().parseFromString(await response.text(), "text/html");
+  const fresh = page.getElementById("result-card");
+  if (!fresh) return;
+  fresh.dataset.fresh = "true";
+  card.replaceWith(document.importNode(fresh, true));
 }
 
 function renderLog(events) {
@@ -183,7 +176,6 @@ function initJobPage() {
     const attempts = root.querySelector('[data-field="attempts"]');
     if (attempts) attempts.textContent = job.attempts + " of " + job.max_attempts;
     renderLog(job.events);
-    renderResult(root, job);
     renderChildren(job.children);
     if (job.mlflow_url && !document.getElementById("mlflow-link")) {
       const actions = document.querySelector(".page-head .actions");
@@ -194,6 +186,7 @@ function initJobPage() {
       window.location.reload(); // the parent's ranking (or folds) table is drawn by the server
       return false;
     }
+    await renderResult(job);
     document.getElementById("cancel-form").hidden = finished;
     root.dataset.finished = String(finished);
     document.body.dataset.jobStatus = job.status;
@@ -203,6 +196,8 @@ function initJobPage() {
 
 /* ------------------------------------------------------------------------- study viewer */
 
+/* The study page's viewer: one slice PNG at a time, drawn by the server for the chosen plane (axial, coronal
+ * or sagittal), modality, overlay and opacity; each plane keeps its own slice while another is shown. */
 function initViewer() {
   const viewer = document.getElementById("viewer");
   if (!viewer) return;
@@ -211,20 +206,27 @@ function initViewer() {
   const sliceOut = document.getElementById("slice-out");
   const opacity = document.getElementById("opacity");
   const opacityOut = document.getElementById("opacity-out");
-  const depth = Number(viewer.dataset.depth);
+  const planes = JSON.parse(viewer.dataset.planes || "{}");
+  const lesions = JSON.parse(viewer.dataset.lesions || "{}");
+  const AXIS = { sagittal: 0, coronal: 1, axial: 2 };
+  const slice = {};
+  for (const [name, plane] of Object.entries(planes)) slice[name] = Number(plane.start) || 0;
   const state = {
     modality: viewer.querySelector("#modality .active")?.dataset.value || "t1",
     overlay: viewer.querySelector("#overlay .active")?.dataset.value || "none",
-    z: Number(viewer.dataset.z),
+    plane: viewer.dataset.plane || "axial",
     opacity: Number(opacity.value) / 100,
   };
+  slice[state.plane] = Number(viewer.dataset.z);
   let pending = null;
   let loading = false;
+  const count = () => Number(planes[state.plane]?.count) || 1;
 
   function url() {
     const params = new URLSearchParams({
       modality: state.modality,
-      z: String(state.z),
+      plane: state.plane,
+      index: String(slice[state.plane]),
       overlay: state.overlay,
       opacity: state.opacity.toFixed(2),
     });
@@ -232,9 +234,19 @@ function initViewer() {
     return viewer.dataset.sliceUrl + "?" + params.toString();
   }
 
+  function showPlane() {
+    const orient = planes[state.plane]?.orient || ["", "", "", ""];
+    ["top", "bottom", "left", "right"].forEach((side, i) => {
+      document.getElementById("orient-" + side).textContent = orient[i];
+    });
+    slider.max = String(count() - 1);
+    viewer.dataset.plane = state.plane;
+    img.alt = state.plane.charAt(0).toUpperCase() + state.plane.slice(1) + " slice";
+  }
+
   function show() {
-    slider.value = String(state.z);
-    sliceOut.textContent = state.z + 1 + " / " + depth;
+    slider.value = String(slice[state.plane]);
+    sliceOut.textContent = slice[state.plane] + 1 + " / " + count();
     opacityOut.textContent = Math.round(state.opacity * 100) + " %";
     const next = url();
     if (loading) {
@@ -261,20 +273,21 @@ function initViewer() {
   img.addEventListener("error", () => settle(false));
 
   slider.addEventListener("input", () => {
-    state.z = Number(slider.value);
+    slice[state.plane] = Number(slider.value);
     show();
   });
   opacity.addEventListener("input", () => {
     state.opacity = Number(opacity.value) / 100;
     show();
   });
-  for (const [groupId, key] of [["modality", "modality"], ["overlay", "overlay"]]) {
-    const group = document.getElementById(groupId);
+  for (const key of ["modality", "overlay", "plane"]) {
+    const group = document.getElementById(key);
     group.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-value]");
       if (!button || button.disabled) return;
       group.querySelectorAll("button").forEach((b) => b.classList.toggle("active", b === button));
       state[key] = button.dataset.value;
+      if (key === "plane") showPlane();
       show();
     });
   }
@@ -283,12 +296,14 @@ function initViewer() {
     const step = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 }[event.key];
     if (!step) return;
     event.preventDefault();
-    state.z = Math.max(0, Math.min(depth - 1, state.z + step));
+    slice[state.plane] = Math.max(0, Math.min(count() - 1, slice[state.plane] + step));
     show();
   });
-  document.querySelectorAll("tr.lesion-row[data-z]").forEach((row) => {
+  document.querySelectorAll("tr.lesion-row[data-lesion]").forEach((row) => {
+    const centre = lesions[row.dataset.lesion];
+    if (!centre) return;
     row.addEventListener("click", () => {
-      state.z = Number(row.dataset.z);
+      for (const name of Object.keys(slice)) slice[name] = centre[AXIS[name]];
       show();
       viewer.scrollIntoView({ behavior: "smooth", block: "nearest" });
     });
