@@ -1,11 +1,15 @@
 """Whole-volume inference: a predictor from a checkpoint or registry URI; a study in, a mask out.
 
 Pipeline for one study: load and validate (:mod:`bmcore.imaging`) → brain mask and z-score
-(:mod:`bmcore.data.preprocess`) → the axial slices inside the brain, in batches: resized to the model's
-input size, run under ``torch.inference_mode`` (optional left–right flip test-time augmentation), class
-probabilities resized back to the native grid and argmaxed batch by batch → zero outside the brain →
+(:mod:`bmcore.data.preprocess`) → the axial slices inside the brain, in batches, each with the 2.5D context
+the model was trained with (neighbouring slices as channels): resized to the model's input size, or, for a
+model trained on native-resolution crops, kept native and zero-padded to a multiple of its stride (run
+fully convolutionally) → ``torch.inference_mode`` (optional left–right flip test-time augmentation) →
+class probabilities back on the native grid (resized back, or the padding cut off), argmaxed batch by
+batch → zero outside the brain → tumour components under the model's ``min_component_voxels`` removed →
 mask written in the input's exact shape and affine, plus a lesion table (lesion = 26-connected component
-of the tumour core, labels 1 and 3).
+of the tumour core, labels 1 and 3). What the model was trained with comes from its checkpoint
+(:func:`bmcore.models.checkpoint.inference_recipe`); ``tta=None`` means the model's own default.
 
 Speed (``bench/bench_inference.py``, ``bench/bench_models.py``): batch norms are folded into the
 convolutions before them, activations are channels-last, and the model runs in bfloat16 where the
@@ -29,9 +33,11 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from bmcore import imaging, metrics
-from bmcore.data.preprocess import brain_mask, normalize, probabilities_to_native, resize_image
+from bmcore.data.postprocess import remove_small_components
+from bmcore.data.preprocess import brain_mask, context_stack, normalize, probabilities_to_native
 from bmcore.metrics import LESION_COLUMNS
 from bmcore.models import load_checkpoint
+from bmcore.models.checkpoint import inference_recipe
 from bmcore.tracking import resolve_model
 from bmcore.training.parts import resolve_device
 
@@ -45,7 +51,7 @@ class InferenceCancelled(RuntimeError):
 
 @dataclass
 class Predictor:
-    """A model ready for inference, with the input size and modalities it was trained on."""
+    """A model ready for inference, with the input size, modalities and recipe it was trained with."""
 
     model: torch.nn.Module
     arch: str
@@ -54,6 +60,14 @@ class Predictor:
     device: torch.device
     source: str
     precision: str = "fp32"  # "bf16": bfloat16 autocast on CUDA, bfloat16 weights on CPU
+    context_slices: int = 0  # k neighbouring slices on each side as extra channels
+    native: bool = False  # crop-trained: native slices padded to ``multiple``, never resized
+    multiple: int = 32
+    min_component_voxels: int = 0  # smaller predicted tumour components are removed
+    tta: bool = False  # flip test-time augmentation when a caller does not say
+
+    def use_tta(self, tta: bool | None) -> bool:
+        return self.tta if tta is None else bool(tta)
 
 
 def load_predictor(ref: str | Path, device: str = "auto", precision: str = "auto") -> Predictor:
@@ -79,15 +93,20 @@ def load_predictor(ref: str | Path, device: str = "auto", precision: str = "auto
     model = fold_batch_norm(model.eval()).to(memory_format=torch.channels_last)
     if precision == "bf16" and torch_device.type == "cpu":
         model = model.to(torch.bfloat16)  # CPU autocast re-casts weights every call: slower
-    preprocess = checkpoint.get("extra", {}).get("preprocess", {})
+    recipe = inference_recipe(checkpoint)
     return Predictor(
         model=model,
         arch=checkpoint["arch"],
-        size=int(preprocess.get("size", 256)),
-        modalities=tuple(preprocess.get("modalities", imaging.MODALITIES)),
+        size=int(recipe["size"]),
+        modalities=recipe["modalities"],
         device=torch_device,
         source=ref,
         precision=precision,
+        context_slices=int(recipe["context_slices"]),
+        native=bool(recipe["native"]),
+        multiple=int(recipe["multiple"]),
+        min_component_voxels=int(recipe["min_component_voxels"]),
+        tta=bool(recipe["tta"]),
     )
 
 
@@ -153,11 +172,12 @@ def predict_probabilities(
     predictor: Predictor,
     slices: np.ndarray,
     batch_size: int = 16,
-    tta: bool = False,
+    tta: bool | None = None,
     on_batch: BatchCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Softmax probabilities ``(N, K, S, S)`` for ``(N, C, S, S)`` preprocessed slices."""
+    tta = predictor.use_tta(tta)
     outputs = []
     total = max(1, -(-len(slices) // batch_size))
     with torch.inference_mode():
@@ -172,20 +192,44 @@ def predict_probabilities(
     return torch.cat(outputs).numpy()
 
 
+def model_input(predictor: Predictor, image: np.ndarray, z: np.ndarray) -> torch.Tensor:
+    """The model's input for slices ``z`` of a normalised ``(C, X, Y, Z)`` volume: ``(n, C', H, W)`` with
+    the model's 2.5D context, resized to its size, or native and zero-padded (bottom, right) to a
+    multiple of its stride for a crop-trained model."""
+    stack = torch.from_numpy(context_stack(image, z, predictor.context_slices))
+    if not predictor.native:
+        size = (predictor.size, predictor.size)
+        return torch.nn.functional.interpolate(stack, size=size, mode="bilinear", align_corners=False)
+    pad_x, pad_y = (-side % predictor.multiple for side in stack.shape[2:])
+    return torch.nn.functional.pad(stack, (0, pad_y, 0, pad_x))
+
+
+def native_labels(
+    predictor: Predictor, probabilities: torch.Tensor, native_xy: tuple[int, int]
+) -> np.ndarray:
+    """Labels ``(X, Y, n)`` on the native grid from ``(n, K, H, W)`` probabilities of :func:`model_input`."""
+    if not predictor.native:
+        return probabilities_to_native(probabilities.permute(1, 2, 3, 0), native_xy)
+    cut = probabilities[:, :, : native_xy[0], : native_xy[1]]
+    return cut.max(1).indices.permute(1, 2, 0).numpy().astype(np.uint8)
+
+
 def predict_volume(
     predictor: Predictor,
     volume: imaging.Volume,
     batch_size: int = 16,
-    tta: bool = False,
+    tta: bool | None = None,
     on_batch: BatchCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Label map ``(X, Y, Z)`` in canonical orientation for a loaded study.
 
     The same preprocessing as training (:func:`bmcore.data.preprocess.preprocess_image`), done batch by
-    batch on the slices inside the brain only: each batch is resized, predicted and mapped back to the
-    native grid before the next, so no whole-volume probability array is ever held.
+    batch on the slices inside the brain only: each batch is resized (or padded), predicted and mapped back
+    to the native grid before the next, so no whole-volume probability array is ever held. Then the
+    model's post-processing (``min_component_voxels``).
     """
+    tta = predictor.use_tta(tta)
     mask = brain_mask(volume.image)
     image = normalize(volume.image, mask)
     brain_slices = np.flatnonzero(mask.any(axis=(0, 1)))
@@ -196,13 +240,12 @@ def predict_volume(
             if should_stop is not None and should_stop():
                 raise InferenceCancelled("inference cancelled")
             z = brain_slices[start : start + batch_size]
-            slices = torch.from_numpy(resize_image(image[..., z], predictor.size)).permute(3, 0, 1, 2)
-            probabilities = _forward(predictor, slices, tta)  # n, K, S, S
-            labels[..., z] = probabilities_to_native(probabilities.permute(1, 2, 3, 0), mask.shape[:2])
+            probabilities = _forward(predictor, model_input(predictor, image, z), tta)  # n, K, H, W
+            labels[..., z] = native_labels(predictor, probabilities, mask.shape[:2])
             if on_batch is not None:
                 on_batch(index + 1, total)
     labels[~mask] = 0
-    return labels
+    return remove_small_components(labels, predictor.min_component_voxels)
 
 
 def lesion_rows(mask: np.ndarray, volume: imaging.Volume) -> list[dict]:
@@ -254,11 +297,13 @@ def segment_study(
     ref: imaging.StudyRef,
     out_dir: str | Path,
     batch_size: int = 16,
-    tta: bool = False,
+    tta: bool | None = None,
     on_batch: BatchCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SegmentResult:
-    """Segment one study; writes ``<study>_seg.nii.gz`` and ``<study>_lesions.csv`` into ``out_dir``."""
+    """Segment one study; writes ``<study>_seg.nii.gz`` and ``<study>_lesions.csv`` into ``out_dir``.
+
+    ``tta`` None: the model's own default (``TrainConfig.tta``, False for older checkpoints)."""
     volume = imaging.load_study(ref, modalities=predictor.modalities, with_label=False)
     mask = predict_volume(predictor, volume, batch_size, tta, on_batch, should_stop)
     out_dir = Path(out_dir)

@@ -1,7 +1,8 @@
 """On-the-fly 2D augmentation of one slice: pure functions of (image, label, rng).
 
-Images are ``(C, S, S)`` float32 (z-scored), labels ``(S, S)`` uint8. Geometry changes act on both;
-intensity changes on the image only, per channel.
+Images are ``(C, H, W)`` float32 (z-scored), labels ``(H, W)`` uint8. Geometry changes act on both;
+intensity changes on the image only, per modality: a 2.5D input (``(2k + 1) · C`` channels, slice-major)
+scales and shifts every slice of one modality alike.
 """
 
 from __future__ import annotations
@@ -40,15 +41,22 @@ def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.n
     return image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
 
 
-def augment_slice(image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
-    """Random flip (p 0.5), rotation ±10° (p 0.3), intensity scale/shift (p 0.5), noise (p 0.2)."""
+def augment_slice(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator, modalities: int | None = None
+):
+    """Random flip (p 0.5), rotation ±10° (p 0.3), intensity scale/shift (p 0.5), noise (p 0.2).
+
+    ``modalities`` (default: every channel its own) is C of a slice-major 2.5D input.
+    """
     if rng.random() < 0.5:
         image, label = flip(image, label)
     if rng.random() < 0.3:
         image, label = rotate(image, label, rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
     if rng.random() < 0.5:
-        channels = image.shape[0]
-        image = scale_shift(image, rng.uniform(0.9, 1.1, channels), rng.uniform(-0.1, 0.1, channels))
+        channels = modalities or image.shape[0]
+        repeats = image.shape[0] // channels
+        scale, shift = rng.uniform(0.9, 1.1, channels), rng.uniform(-0.1, 0.1, channels)
+        image = scale_shift(image, np.tile(scale, repeats), np.tile(shift, repeats))
     if rng.random() < 0.2:
         image = add_noise(image, 0.05, rng)
     return image.astype(np.float32, copy=False), label

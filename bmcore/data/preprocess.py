@@ -1,4 +1,5 @@
-"""Preprocessing: brain mask, per-modality z-score inside it (clipped), in-plane resize and its inverse.
+"""Preprocessing: brain mask, per-modality z-score inside it (clipped), in-plane resize and its inverse, and
+the 2.5D context stack (neighbouring slices as channels).
 
 Arrays are in canonical orientation (see :mod:`bmcore.imaging`): images ``(C, X, Y, Z)``, masks ``(X, Y, Z)``.
 Resizing acts on the in-plane axes (X, Y) of every axial slice; the inverse maps per-class probabilities
@@ -119,7 +120,27 @@ def label_to_native(label: np.ndarray, native_xy: tuple[int, int], num_classes: 
 
 
 def preprocess_image(image: np.ndarray, size: int = DEFAULT_SIZE, clip: float = DEFAULT_CLIP):
-    """Mask, normalise and resize a study: returns ``(image (C, S, S, Z), mask (X, Y, Z))``."""
+    """Mask, normalise and resize a study: returns ``(image (C, S, S, Z), mask (X, Y, Z))``; ``size`` 0
+    keeps the native in-plane grid (``(C, X, Y, Z)``)."""
     mask = brain_mask(image)
     normalised = normalize(image, mask, clip)
-    return resize_image(normalised, size), mask
+    return (resize_image(normalised, size) if size else normalised), mask
+
+
+def context_offsets(context: int) -> np.ndarray:
+    """The slice offsets of a 2.5D input, in channel order: −k … +k."""
+    return np.arange(-context, context + 1)
+
+
+def context_stack(image: np.ndarray, z: np.ndarray | list[int], context: int) -> np.ndarray:
+    """The model inputs of slices ``z`` of a ``(C, X, Y, Z)`` volume: ``(n, (2k + 1) · C, X, Y)``.
+
+    Channels are slice-major: offsets −k … +k (:func:`context_offsets`), the C modalities within each, so
+    the centre slice is channels ``k·C … k·C + C − 1``; ``context`` 0 gives the slices themselves.
+    Neighbours beyond the volume are zeros, the value outside the brain after :func:`normalize`.
+    """
+    depth = image.shape[3]
+    index = np.asarray(z, dtype=np.int64)[:, None] + context_offsets(context)[None, :]  # n, 2k+1
+    stack = np.moveaxis(image[..., np.clip(index, 0, depth - 1)], (3, 4), (0, 1))  # n, 2k+1, C, X, Y
+    stack[(index < 0) | (index >= depth)] = 0.0
+    return np.ascontiguousarray(stack, dtype=np.float32).reshape(len(index), -1, *image.shape[1:3])

@@ -18,7 +18,7 @@ def evaluate_studies(
     predictor: Predictor,
     refs: list[imaging.StudyRef],
     batch_size: int = 16,
-    tta: bool = False,
+    tta: bool | None = None,  # None: the model's own default (TrainConfig.tta)
     on_study: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:

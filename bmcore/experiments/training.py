@@ -48,11 +48,11 @@ def prepare_data(
     to_cache = sides["train"] + sides["val"]
     if shard != (0, 1):
         for ref in to_cache[shard[0] :: shard[1]]:
-            prepare_case(ref, cache_dir, config.modalities, config.size)
+            prepare_case(ref, cache_dir, config.modalities, config.cache_size)
         return None
     cases: dict[str, CachedCase] = {}
     for index, ref in enumerate(to_cache):
-        cases[ref.study_id] = prepare_case(ref, cache_dir, config.modalities, config.size)
+        cases[ref.study_id] = prepare_case(ref, cache_dir, config.modalities, config.cache_size)
         if progress:
             progress((index + 1) / len(to_cache), f"preprocessed {ref.study_id}")
     return PreparedData(

@@ -3,6 +3,10 @@
 Format (read with ``torch.load(..., weights_only=True)``)::
 
     {"format_version": 1, "arch": "unet", "init_args": {...}, "state_dict": {...}, "extra": {...}}
+
+A trained model's ``extra`` holds ``train_config`` (every TrainConfig field), ``preprocess`` (``size``,
+``modalities``, ``context_slices``, ``native``) and ``postprocess`` (``min_component_voxels``, ``tta``);
+:func:`inference_recipe` reads the last two, with the defaults of files written before they existed.
 """
 
 from __future__ import annotations
@@ -16,9 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from bmcore.imaging import MODALITIES
 from bmcore.models.registry import MODELS, build_model, check_arch
 
 CHECKPOINT_FORMAT_VERSION = 1
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "size": 256,
+    "modalities": MODALITIES,
+    "context_slices": 0,  # 2.5D: neighbouring slices on each side as extra input channels
+    "native": False,  # crop-trained: whole native-resolution slices, padded to ``multiple``, never resized
+    "min_component_voxels": 0,
+    "tta": False,
+}
 
 
 def bare_model(model: nn.Module) -> nn.Module:
@@ -91,6 +104,18 @@ def load_checkpoint(
     if map_location is not None:
         model.to(map_location)
     return model.eval(), checkpoint
+
+
+def inference_recipe(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """How inference must feed and finish a model: :data:`RECIPE_DEFAULTS` overridden by the checkpoint's
+    ``extra.preprocess`` and ``extra.postprocess``, plus ``multiple`` (what the model's input sides must be
+    a multiple of: 2**depth, 32 for the FCN)."""
+    extra = checkpoint.get("extra", {})
+    recipe = {**RECIPE_DEFAULTS, **extra.get("preprocess", {}), **extra.get("postprocess", {})}
+    recipe["modalities"] = tuple(recipe["modalities"])
+    depth = checkpoint["init_args"].get("depth")
+    recipe["multiple"] = 32 if checkpoint["arch"] == "fcn" or depth is None else 2 ** int(depth)
+    return recipe
 
 
 def _check_plain(value: Any, where: str) -> None:

@@ -4,6 +4,24 @@ Stored in every checkpoint, logged as MLflow params, and used by the job service
 parameters at submission time (the web process never imports torch). ``LOSSES`` is the one list of loss
 names (:mod:`bmcore.training.losses` builds its registry from it); architecture names come from
 :mod:`bmcore.architectures`.
+
+The recipe options (issue #15; their defaults keep the study's recipe until the ablation of
+``bench/bench_recipe.py`` picks bmseg's):
+
+- ``class_weights``: ``none``, ``inverse_frequency`` (each class weighted by the inverse of its voxel
+  frequency over the training slices, normalised to a mean of 1 over the classes present) or four fixed
+  weights ``"w0,w1,w2,w3"`` for background, NETC, SNFH, ET; they weight the cross-entropy of ``ce`` and of
+  ``dice_ce`` (the Dice term is class-balanced already).
+- ``crop``: 0 trains on whole slices resized to ``size × size`` (the study's); N > 0 trains on N × N
+  crops at native in-plane resolution inside the brain's bounding box, centred on a random lesion voxel
+  for the share ``lesion_fraction`` of the draws. Such a model runs on whole native slices padded to a
+  multiple of :attr:`TrainConfig.input_multiple` (``size`` is then unused).
+- ``context_slices``: k > 0 feeds the k axial neighbours on each side as extra input channels (2.5D),
+  ``(2k + 1) × modalities`` channels ordered slice-major (offset −k … +k, modalities within each), the
+  centre slice's modalities at ``k × modalities``; neighbours beyond the volume are zeros (the value
+  outside the brain after normalisation).
+- ``min_component_voxels``: inference drops predicted tumour components (26-connected, labels 1-3) of
+  fewer voxels; ``tta``: inference averages with the left-right mirrored prediction unless told otherwise.
 """
 
 from __future__ import annotations
@@ -14,8 +32,29 @@ from dataclasses import asdict, dataclass, fields
 from bmcore.architectures import ARCHS
 from bmcore.imaging import MODALITIES
 
-__all__ = ["ARCHS", "LOSSES", "MODALITIES", "TrainConfig"]
+__all__ = ["ARCHS", "CLASS_WEIGHTINGS", "LOSSES", "MAX_CONTEXT_SLICES", "MODALITIES", "TrainConfig"]
 LOSSES: tuple[str, ...] = ("ce", "dice_ce")
+CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "inverse_frequency")  # or four numbers "w0,w1,w2,w3"
+NUM_CLASSES = 4
+MAX_CONTEXT_SLICES = 4  # 9 slices per modality at most
+
+
+def parse_class_weights(spec: str) -> str | tuple[float, ...] | None:
+    """``class_weights`` as data: None (``none``), ``"inverse_frequency"``, or four non-negative weights."""
+    if spec in CLASS_WEIGHTINGS:
+        return None if spec == "none" else spec
+    problem = (
+        f"class_weights must be none, inverse_frequency or {NUM_CLASSES} comma-separated non-negative "
+        f"numbers (background, NETC, SNFH, ET), got {spec!r}"
+    )
+    try:
+        weights = tuple(float(part) for part in str(spec).split(","))
+    except ValueError:
+        raise ValueError(problem) from None
+    valid = all(math.isfinite(w) and w >= 0 for w in weights) and any(weights)
+    if len(weights) != NUM_CLASSES or not valid:
+        raise ValueError(problem)
+    return weights
 
 
 @dataclass(frozen=True)
@@ -27,7 +66,10 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     loss: str = "ce"
+    class_weights: str = "none"  # none | inverse_frequency | "w0,w1,w2,w3"
     size: int = 256
+    crop: int = 0  # 0: whole slices resized to size; N: N x N native-resolution crops
+    context_slices: int = 0  # k neighbouring slices on each side as extra channels (2.5D)
     base_channels: int = 32
     depth: int = 4
     dropout: float = 0.2
@@ -35,6 +77,8 @@ class TrainConfig:
     lesion_fraction: float = 0.5
     samples_per_epoch: int = 0  # 0: one pass over all training slices
     augment: bool = True
+    min_component_voxels: int = 0  # inference: drop predicted tumour components smaller than this
+    tta: bool = False  # inference: left-right flip test-time augmentation by default
     early_stopping_patience: int = 10
     plateau_patience: int = 3
     plateau_factor: float = 0.5
@@ -60,6 +104,19 @@ class TrainConfig:
             (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}"),
             (self.depth >= 1 and self.base_channels >= 1, "depth and base channels must be positive"),
             (
+                self.crop == 0 or (self.crop >= 16 and self.crop % self.input_multiple == 0),
+                f"crop must be 0 (whole resized slices) or a multiple of {self.input_multiple} "
+                f"(2**depth; 32 for fcn) of at least 16, got {self.crop}",
+            ),
+            (
+                0 <= self.context_slices <= MAX_CONTEXT_SLICES,
+                f"context_slices must be from 0 to {MAX_CONTEXT_SLICES}, got {self.context_slices}",
+            ),
+            (
+                self.min_component_voxels >= 0,
+                f"min_component_voxels must be 0 (keep all) or more, got {self.min_component_voxels}",
+            ),
+            (
                 set(self.modalities) <= set(MODALITIES) and len(self.modalities) > 0,
                 f"modalities must be a non-empty subset of {', '.join(MODALITIES)}",
             ),
@@ -67,6 +124,34 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        parse_class_weights(self.class_weights)
+
+    @property
+    def input_multiple(self) -> int:
+        """What the slice sides must be a multiple of: 2**depth (32 for the FCN's five poolings)."""
+        return 32 if self.arch == "fcn" else 2**self.depth
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.modalities) * (2 * self.context_slices + 1)
+
+    @property
+    def cache_size(self) -> int:
+        """The in-plane size of the slice cache: ``size``, or 0 (native) for crop training."""
+        return 0 if self.crop else self.size
+
+    def preprocess_settings(self) -> dict:
+        """What inference must do to a study before the model (the checkpoint's ``preprocess``)."""
+        return {
+            "size": self.size,
+            "modalities": list(self.modalities),
+            "context_slices": self.context_slices,
+            "native": self.crop > 0,
+        }
+
+    def postprocess_settings(self) -> dict:
+        """What inference does after the model by default (the checkpoint's ``postprocess``)."""
+        return {"min_component_voxels": self.min_component_voxels, "tta": self.tta}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -86,7 +171,7 @@ class TrainConfig:
 
     def model_args(self) -> dict:
         args = {
-            "in_channels": len(self.modalities),
+            "in_channels": self.in_channels,
             "num_classes": 4,
             "base_channels": self.base_channels,
             "dropout": self.dropout,

@@ -200,7 +200,8 @@ class _RunState:
 def _save(path: Path, parts: TrainingParts, config: TrainConfig, epoch: int, state: _RunState) -> None:
     extra = {
         "train_config": config.to_dict(),
-        "preprocess": {"size": config.size, "modalities": list(config.modalities)},
+        "preprocess": config.preprocess_settings(),
+        "postprocess": config.postprocess_settings(),
         "epoch": epoch,
         "history": state.history,
         "best": state.best,

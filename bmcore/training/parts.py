@@ -20,11 +20,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from bmcore.data.dataset import CachedCase, SliceDataset, lesion_sampler
+from bmcore.data.dataset import CachedCase, SliceDataset, class_voxel_counts, lesion_sampler
 from bmcore.models import build_model
 from bmcore.training import distributed
-from bmcore.training.config import TrainConfig
-from bmcore.training.losses import build_loss
+from bmcore.training.config import TrainConfig, parse_class_weights
+from bmcore.training.losses import build_loss, resolve_class_weights
 
 
 @dataclass
@@ -80,7 +80,16 @@ def build_training_parts(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
     train_loader, val_loader = build_loaders(config, train_cases, val_cases, device, seed)
-    return TrainingParts(model, optimizer, scheduler, build_loss(config.loss), train_loader, val_loader)
+    loss = build_loss(config.loss, class_weights(config, train_cases))
+    return TrainingParts(model, optimizer, scheduler, loss, train_loader, val_loader)
+
+
+def class_weights(config: TrainConfig, train_cases: Sequence[CachedCase]) -> list[float] | None:
+    """The cross-entropy's class weights ``config.class_weights`` asks for (None: unweighted);
+    ``inverse_frequency`` counts the training slices' voxels of each class."""
+    spec = parse_class_weights(config.class_weights)
+    counts = class_voxel_counts(list(train_cases)) if spec == "inverse_frequency" else None
+    return resolve_class_weights(spec, counts)
 
 
 def build_model_and_optimizer(
@@ -114,7 +123,8 @@ def build_loaders(
 ) -> tuple[DataLoader, DataLoader | None]:
     """The training loader (lesion-weighted sampling, this process's share) and the validation loader."""
     rank = distributed.current()
-    train_set = SliceDataset(train_cases, augment=config.augment, seed=seed)
+    shape = {"context": config.context_slices, "multiple": config.input_multiple}
+    train_set = SliceDataset(train_cases, augment=config.augment, seed=seed, crop=config.crop, **shape)
     if len(train_set) == 0:
         raise ValueError("no training slices: the training studies have no brain voxels")
     sampler = lesion_sampler(
@@ -133,7 +143,7 @@ def build_loaders(
     )
     val_loader = None
     if val_cases:
-        val_set = SliceDataset(val_cases)
+        val_set = SliceDataset(val_cases, **shape)  # whole slices (native ones, padded, after crop training)
         if rank.distributed:  # each process scores every world_size-th slice; the sums are added up
             val_set = Subset(val_set, range(rank.rank, len(val_set), rank.world_size))
         val_loader = DataLoader(val_set, shuffle=False, **loader_args)
