@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     max_json_bytes: int = 64 * 1024
     # Web uploads: a voxel cap below the worker's ``max_voxels``, checked from each header before reading.
     max_upload_voxels: int = 256 * 256 * 256
+    # DICOM in (bmcore.dicom): what a folder or zip may hold (files, uncompressed bytes, zip compression
+    # ratio: a zip bomb is refused from its directory and stopped while extracting), and an optional rules
+    # file (JSON or TOML) replacing the built-in table that names series t1 / t1ce / t2 / flair.
+    dicom_max_files: int = 20_000
+    dicom_max_bytes: int = 8 * 1024**3
+    dicom_max_ratio: float = 100.0
+    dicom_rules_file: Path | None = None
     # Bounds of a queued job's training parameters (bmcore.jobs.train_params); the CLI's local commands
     # (bmseg train) are not bounded by these.
     max_epochs: int = 1000

@@ -22,6 +22,7 @@ COMMAND_MODULES: dict[str, str] = {  # command → the bmcore.cli module definin
     "synth": "data",
     "check": "data",
     "split": "data",
+    "import-dicom": "dicom",
     "train": "train",
     "evaluate": "evaluate",
     "segment": "evaluate",

@@ -33,6 +33,7 @@ from bmcore.data.split import load_split
 from bmcore.db import Study, session_scope
 from bmcore.experiments.request import Tracking, TrainRequest
 from bmcore.jobs import lifecycle
+from bmcore.jobs.ingest import ingest_archive
 from bmcore.jobs.parents.steps import advance, notify_parent
 from bmcore.jobs.reaper import Heartbeat, registered_version
 from bmcore.jobs.search import get_job, is_cancel_requested
@@ -184,18 +185,28 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
         "run_id": summary["run_id"],
         "epochs_run": summary["epochs_run"],
     }
-    artifacts = {
-        "checkpoint": summary["checkpoint"],
-        "curves": summary["curves"],
-        "split": str(Path(summary["out_dir"]) / "split.json"),
-        "history": str(Path(summary["out_dir"]) / "history.json"),
-    }
+    artifacts = _train_artifacts(summary)
     if evaluate_test:
         figures, artifacts["test_cases"] = _score_test_studies(
             job_id, data, summary, config.device, progress, should_stop
         )
         metrics |= figures
     return metrics, artifacts
+
+
+def _train_artifacts(summary: dict) -> dict[str, str]:
+    """A finished run's files: checkpoint, curves, split, history, and the per-study validation results
+    (shown on the job page) when the run wrote them."""
+    out = Path(summary["out_dir"])
+    artifacts = {
+        "checkpoint": summary["checkpoint"],
+        "curves": summary["curves"],
+        "split": str(out / "split.json"),
+        "history": str(out / "history.json"),
+    }
+    if (out / "validation.json").is_file():
+        artifacts["validation"] = str(out / "validation.json")
+    return artifacts
 
 
 def _score_test_studies(job_id: str, data, summary: dict, device: str, progress, should_stop):
@@ -247,6 +258,13 @@ def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_st
     from bmcore.inference import load_predictor, segment_study  # lazy: torch, loaded by the first segment job
 
     refs = _study_refs(params, study_id)
+    pseudonym = None  # a stored study's patient pseudonym names the patient in DICOM outputs
+    if params.get("dicom"):
+        from bmcore.dicom import write_dicom_outputs, zip_series  # lazy: pydicom, highdicom; dicom jobs only
+
+        if study_id is not None:
+            with session_scope() as session:
+                pseudonym = session.get(Study, study_id).patient.pseudonym
     predictor = load_predictor(params.get("model", "models:/bmseg-unet@champion"))
     out = job_dir(job_id)
     metrics, artifacts = {"model": params.get("model", "models:/bmseg-unet@champion"), "studies": {}}, {}
@@ -259,13 +277,22 @@ def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_st
             predictor,
             ref,
             out,
-            tta=bool(params.get("tta", False)),
+            tta=params.get("tta"),  # absent: the model's own recorded default
             on_batch=on_batch,
             should_stop=should_stop,
         )
         metrics["studies"][ref.study_id] = {"lesions": result.lesions, "label_voxels": result.label_voxels}
         artifacts[f"{ref.study_id}_seg"] = str(result.mask_path)
         artifacts[f"{ref.study_id}_lesions"] = str(result.lesions_path)
+        if params.get("dicom"):  # RTSTRUCT, DICOM-SEG and (NIfTI studies) the referenced MR series, zipped
+            t1ce, name = ref.images["t1ce"], pseudonym or ref.patient_id
+            written = write_dicom_outputs(
+                t1ce.parent, result.mask_path, result.lesions, out, ref.study_id, name, t1ce
+            )
+            artifacts[f"{ref.study_id}_rtstruct"] = str(written["rtstruct"])
+            artifacts[f"{ref.study_id}_dicom_seg"] = str(written["seg"])
+            if "mr_series" in written:
+                artifacts[f"{ref.study_id}_t1ce_dicom"] = str(zip_series(written["mr_series"]))
     metrics["lesion_count"] = sum(len(s["lesions"]) for s in metrics["studies"].values())
     return metrics, artifacts
 
@@ -284,7 +311,7 @@ def run_evaluate(job_id: str, params: dict, run_id, study_id, progress, should_s
     result = evaluate_studies(
         predictor,
         refs,
-        tta=bool(params.get("tta", False)),
+        tta=params.get("tta"),  # absent: the model's own recorded default
         on_study=lambda i, n, s: progress(i / n, f"scored {s}"),
         should_stop=should_stop,
     )
@@ -295,4 +322,10 @@ def run_evaluate(job_id: str, params: dict, run_id, study_id, progress, should_s
     return summary | {"skipped": result["skipped"]}, {"metrics": str(out / "metrics.json")}
 
 
-RUNNERS = {"train": run_train, "segment": run_segment, "evaluate": run_evaluate}
+def run_ingest(job_id: str, params: dict, run_id, study_id, progress, should_stop):
+    """A DICOM archive uploaded through the web, imported as a study of its group
+    (:func:`bmcore.jobs.ingest.ingest_archive`); the result names the study."""
+    return ingest_archive(job_id, params, progress)
+
+
+RUNNERS = {"train": run_train, "segment": run_segment, "evaluate": run_evaluate, "ingest": run_ingest}

@@ -17,30 +17,35 @@ from typing import Any, NamedTuple
 
 from bmcore.config import get_settings
 from bmcore.jobs.errors import JobParamsError
-from bmcore.training.config import ARCHS, TrainConfig
+from bmcore.training.config import ARCHS, MAX_CONTEXT_SLICES, TrainConfig
 
 # Set by server code only, refused from clients: ``config_hash`` finds a sweep child's earlier result (reused
 # within its owner only), ``mlflow_parent_run_id`` nests a child's run under its parent's,
 # ``champion_eligible`` false keeps a cross-validation fold from taking ``champion``, ``dataset`` names the
-# registered data set that ``data`` was resolved from.
-INTERNAL_PARAMS = ("config_hash", "mlflow_parent_run_id", "champion_eligible", "dataset")
+# registered data set that ``data`` was resolved from; ``archive`` is the DICOM archive the web stored for
+# an ingest job (``folder/file.zip`` relative to the uploads folder; the job removes it).
+TRAIN_INTERNAL_PARAMS = ("config_hash", "mlflow_parent_run_id", "champion_eligible", "dataset")
+INTERNAL_PARAMS = (*TRAIN_INTERNAL_PARAMS, "archive")
 # What a train job reads besides TrainConfig's fields (bmcore.jobs.runner.run_train): the data, ``split_seed``
 # or an explicit ``split`` (a dict like split.json, or its path), ``evaluate_test`` scores the best model on
 # the split's test studies.
 TRAIN_CLIENT_PARAMS = ("data", "split_seed", "split", "evaluate_test")
-TRAIN_EXTRA_PARAMS = TRAIN_CLIENT_PARAMS + INTERNAL_PARAMS
+TRAIN_EXTRA_PARAMS = TRAIN_CLIENT_PARAMS + TRAIN_INTERNAL_PARAMS
 # The internal params each job type may carry (other types: ``dataset`` only); a parent's pass on to its
 # children (bmcore.jobs.parents.steps.fan_out).
 INTERNAL_FOR = {
-    "train": INTERNAL_PARAMS,
+    "train": TRAIN_INTERNAL_PARAMS,
     "sweep": ("dataset", "champion_eligible"),
     "crossval": ("dataset", "champion_eligible"),
+    "ingest": ("archive",),
 }
 PATH_PARAMS = ("data", "study_dir", "model", "split")
+ARCHIVE_PARAM = re.compile(r"\.?[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}\.zip")  # folder/file.zip, no ..
 SPLIT_SIDES = ("train", "val", "test")
 MAX_PATH_CHARS = 4096
 MAX_SEED = 2**32 - 1
 MAX_CUDA_INDEX = 15
+MAX_MIN_COMPONENT_VOXELS = 100_000  # a 5.8 cm sphere at 1 mm: beyond it would drop real lesions wholesale
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -60,7 +65,12 @@ TRAIN_RULES: dict[str, Rule] = {
     "batch_size": Rule("int", 1, "max_batch_size"),
     "lr": Rule("float"),  # positive and finite (TrainConfig)
     "loss": Rule("str"),
+    "class_weights": Rule("str"),  # none, inverse_frequency or "w0,w1,w2,w3" (TrainConfig)
     "size": Rule("int", 32, "max_image_size"),
+    "crop": Rule("int", 0, "max_image_size"),  # 0: whole slices; a multiple of 2**depth (TrainConfig)
+    "context_slices": Rule("int", 0, MAX_CONTEXT_SLICES),
+    "min_component_voxels": Rule("int", 0, MAX_MIN_COMPONENT_VOXELS),
+    "tta": Rule("bool"),
     "base_channels": Rule("int", 1, "max_base_channels"),
     "depth": Rule("int", 1, "max_depth"),
     "dropout": Rule("float"),  # in [0, 1) (TrainConfig)
@@ -147,6 +157,8 @@ def check_internal(job_type: str, internal: Mapping[str, Any]) -> dict[str, Any]
             ok = isinstance(value, bool)
         elif key == "config_hash":
             ok = isinstance(value, str) and re.fullmatch(r"[0-9a-f]{1,64}", value) is not None
+        elif key == "archive":
+            ok = isinstance(value, str) and ARCHIVE_PARAM.fullmatch(value) is not None
         else:
             ok = isinstance(value, str) and bool(value.strip()) and len(value) <= 256
         if not ok:

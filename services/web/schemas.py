@@ -77,7 +77,8 @@ def _file_field(description: str, required: bool = True) -> Any:
 
 StudyUpload = create_model(
     "StudyUpload",
-    __doc__="A study upload (multipart/form-data): the patient, the study uid, four NIfTI files and a label.",
+    __doc__="A study upload (multipart/form-data): the patient, the study uid, four NIfTI files and a label; "
+    "or, instead of the files, one DICOM archive (dicom, answered 202 with an ingest job).",
     patient_id=(Identifier, ...),
     study_uid=(Identifier | None, Field(None, description="generated if absent")),
     group=(
@@ -88,8 +89,20 @@ StudyUpload = create_model(
             "group when you have none; required when you belong to several",
         ),
     ),
-    **{m: _file_field(f"{m} NIfTI (.nii or .nii.gz)") for m in MODALITIES},
+    **{m: _file_field(f"{m} NIfTI (.nii, .nii.gz); required unless dicom", False) for m in MODALITIES},
     seg=_file_field("optional label NIfTI, values 0 background, 1 NETC, 2 SNFH, 3 ET", required=False),
+    dicom=_file_field(
+        "instead of the NIfTI files: a zip of the study's DICOM MR series (T1, T1 post-contrast, T2, FLAIR)",
+        required=False,
+    ),
+    map=(
+        str | None,
+        Field(
+            None,
+            description="with dicom: series the importer cannot place, as SERIES_NUMBER=MODALITY pairs "
+            "(e.g. '5=t1ce, 7=flair')",
+        ),
+    ),
 )
 
 
@@ -107,7 +120,8 @@ class JobRequest(BaseModel):
         description=(
             "train: data (required) plus TrainConfig fields (arch, epochs, lr, batch_size, size, "
             "...), split_seed; evaluate: model, data or study_dir, split; segment: model (checkpoint "
-            "path or models:/bmseg-unet@champion), study_dir unless study_id is given, tta; "
+            "path or models:/bmseg-unet@champion), study_dir unless study_id is given, tta, dicom "
+            "(also RTSTRUCT and DICOM-SEG, and for a NIfTI study the MR series they refer to, zipped); "
             "sweep: data, grid ({name: [values]}) or random ({name: [low, high] or [choices]}) with "
             "budget and seed, base (TrainConfig fields of every child), split_seed, promote_best — "
             "one child train job per configuration, ranked by val_lesion_dice; crossval: data, "

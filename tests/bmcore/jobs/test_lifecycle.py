@@ -64,11 +64,18 @@ def test_submit_writes_a_queued_row_and_a_message_on_the_gpu_queue(db_session, r
         )
 
 
+INGEST_PARAMS = {"patient_id": "P1", "study_uid": "S1", "group": "g"}
+INGEST_ARCHIVE = ".incoming-dicom-x/archive.zip"
+
+
 @pytest.mark.parametrize("job_type", sorted(TASK_NAMES))
 def test_every_task_type_goes_to_its_queue(db_session, redis_client, job_type):
-    job = submit_job(db_session, job_type, MINIMAL_PARAMS[job_type])
+    if job_type == "ingest":  # a DICOM import: its archive is a server-owned parameter
+        job = submit_job(db_session, "ingest", INGEST_PARAMS, internal={"archive": INGEST_ARCHIVE})
+    else:
+        job = submit_job(db_session, job_type, MINIMAL_PARAMS[job_type])
     queue = QUEUE_FOR_TASK[TASK_NAMES[job_type]]
-    assert queue == "gpu"
+    assert queue == ("cpu" if job_type == "ingest" else "gpu")
     assert _queued_messages(redis_client, queue) == [
         {"task": TASK_NAMES[job_type], "args": [job.id], "kwargs": {}}
     ]

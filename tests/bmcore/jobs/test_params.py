@@ -160,7 +160,7 @@ def test_unknown_params_are_refused_by_name(job_type, params, message):
 
 def test_segment_and_evaluate_take_what_their_runners_read():
     assert JOB_PARAMS == {
-        "segment": ("study_dir", "model", "tta"),
+        "segment": ("study_dir", "model", "tta", "dicom"),
         "evaluate": ("data", "study_dir", "split", "model", "tta"),
     }
     every = {"study_dir": DATA, "model": "models:/bmseg-unet@champion", "tta": True}
