@@ -5,8 +5,10 @@ local stack (:mod:`bmcore.local.stack`), submits U-Net, CNN and FCN training on 
 (tracked in MLflow, registered as ``bmseg-<arch>``, ``champion`` moving as on any promotable data set),
 then one evaluation job per registered version on the held-out test patients, follows their progress, and
 prints the comparison: the study's Table IV layout beside the honest metrics, where the report and curves
-are, and the dashboard and MLflow URLs. Small widths and few epochs so it fits a laptop's CPU; the full-size
-settings for GPUs are in the README.
+are, and the dashboard and MLflow URLs. Then it walks the clinical path (:mod:`bmcore.local.clinical`): the
+test studies go in through the HTTP API, one as a DICOM series, and are segmented with RTSTRUCT and
+DICOM-SEG by the best architecture's champion, so the dashboard's Studies and Cohort pages show them.
+Small widths and few epochs so it fits a laptop's CPU; the full-size settings for GPUs are in the README.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bmcore.datasets import add_dataset, find_dataset
 from bmcore.db import Result, User, session_scope
 from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.search import get_job, job_to_dict
+from bmcore.local.clinical import studies_count, walk_clinical_path
 from bmcore.local.stack import Stack, wait_until
 from bmcore.reports.plots import plot_curves
 
@@ -127,6 +130,7 @@ def run_demo(
         ensure_demo_user()
         echo(f"stack up: dashboard {urls['dashboard']}, MLflow {urls['mlflow']}, Redis {urls['redis']}")
         report = train_and_evaluate(cohort, plan, demo_dir / "report", echo)
+        report["clinical"] = clinical_path(urls["dashboard"], cohort, report, demo_dir / "clinical", echo)
         echo(f"dashboard: {urls['dashboard']} (sign in as {DEMO_USER[0]} / {DEMO_USER[1]})")
         echo(f"MLflow: {urls['mlflow']} (registered models bmseg-unet, bmseg-cnn, bmseg-fcn)")
         report["urls"] = urls
@@ -139,6 +143,31 @@ def run_demo(
         return {}
     finally:
         stack.stop()
+
+
+def clinical_path(
+    dashboard: str,
+    cohort: Path,
+    report: dict,
+    work: Path,
+    echo: Callable[[str], None],
+    model: str | None = None,
+) -> dict:
+    """The test studies through the API, one as DICOM, segmented by the best architecture's champion
+    (or ``model``; :mod:`bmcore.local.clinical`); prints where to look, returns what it left."""
+    echo("the clinical path: the test studies through the API, one of them as a DICOM series")
+    test_studies = report["split"]["studies"]["test"]
+    walk = walk_clinical_path(
+        dashboard, cohort, test_studies, work, DEMO_USER[0], report=report, model=model, echo=echo
+    )
+    echo(
+        f"study page: {walk.study_url} ({walk.dicom_study}, imported from DICOM: the prediction over the "
+        "ground truth, the lesion table, Download RTSTRUCT / DICOM-SEG)"
+    )
+    echo(f"studies: {dashboard}/studies, cohort: {dashboard}/cohort ({studies_count(len(walk.study_ids))})")
+    jobs = {uid: job["id"] for uid, job in walk.jobs.items()}
+    left = {"studies": walk.study_ids, "dicom_study": walk.dicom_study, "dicom_uids": walk.dicom_uids}
+    return left | {"model": walk.model, "why": walk.why, "jobs": jobs, "study_url": walk.study_url}
 
 
 def train_and_evaluate(cohort: Path, plan: DemoPlan, out: Path, echo: Callable[[str], None]) -> dict:
