@@ -12,7 +12,7 @@ from rich.table import Table
 from bmcore.cli.console import progress_bar
 from bmcore.cli.options import SHORT_HELP, TRAIN_OPTIONS, train_config, with_train_options
 from bmcore.data.split import load_split
-from bmcore.evaluation.headline import headline_rows
+from bmcore.evaluation.headline import headline_caption, headline_rows
 from bmcore.imaging import StudyError, find_studies
 
 commands = typer.Typer()
@@ -44,10 +44,12 @@ def evaluate(
         result = evaluate_studies(
             predictor, refs, batch_size, tta, on_study=lambda i, n, s: bar.update(task, completed=i, total=n)
         )
-    table = Table(title=f"{predictor.arch} on {result['summary']['n_studies']} studies")
+    summary = result["summary"]
+    title = f"{predictor.arch} on {summary['n_studies']} studies"
+    table = Table(title=title, caption=headline_caption(summary))
     for column in ("figure", "value", "convention"):
         table.add_column(column)
-    for row in headline_rows(result["summary"]):
+    for row in headline_rows(summary):
         table.add_row(*row)
     Console().print(table)
     for skipped in result["skipped"]:

@@ -6,6 +6,9 @@ the same table whether or not the process that draws it has torch.
 
 from __future__ import annotations
 
+B2023 = "brats2023: BraTS-METS 2023 reference code, mean over studies"
+B2025 = "brats2025: brats-evaluation (panoptica), lesions >= 20 mm3, mean over studies with one"
+
 # (key, label, convention) rows of the printed table.
 HEADLINE = (
     ("paper_accuracy", "accuracy", "paper-style: pooled voxels, 4 classes incl. background"),
@@ -22,6 +25,17 @@ HEADLINE = (
     ("hd95_TC", "HD95 TC (mm)", "per study, mean over studies"),
     ("lesion_dice_TC", "lesion-wise Dice TC", "BraTS-METS 2023 lesion-wise, mean over studies"),
     ("lesion_hd95_TC", "lesion-wise HD95 TC (mm)", "BraTS-METS 2023 lesion-wise, mean over studies"),
+    ("brats2025_lesion_dice_TC", "lesion-wise Dice TC (brats2025)", B2025),
+    ("brats2025_lesion_dice_ET", "lesion-wise Dice ET (brats2025)", B2025),
+    ("brats2025_lesion_dice_WT", "lesion-wise Dice WT (brats2025)", B2025),
+    ("brats2025_lesion_hd95_TC", "lesion-wise HD95 TC (brats2025, mm)", B2025),
+    ("brats2025_lesion_nsd_TC", "lesion-wise NSD TC (brats2025)", B2025),
+    ("brats2025_detection_sensitivity_TC", "lesions detected (brats2025)", "brats2025, pooled over studies"),
+    ("brats2023_lesion_dice_TC", "lesion-wise Dice TC (brats2023)", B2023),
+    ("brats2023_lesion_dice_ET", "lesion-wise Dice ET (brats2023)", B2023),
+    ("brats2023_lesion_dice_WT", "lesion-wise Dice WT (brats2023)", B2023),
+    ("brats2023_lesion_hd95_TC", "lesion-wise HD95 TC (brats2023, mm)", B2023),
+    ("brats2023_detection_sensitivity_TC", "lesions detected (brats2023)", "brats2023, pooled over studies"),
     ("detection_sensitivity_TC", "lesions detected", "lesion-wise, pooled over studies"),
     ("detection_sensitivity_lt3mm_TC", "  detected < 3 mm", "lesion-wise, pooled over studies"),
     ("detection_sensitivity_3to6mm_TC", "  detected 3-6 mm", "lesion-wise, pooled over studies"),
@@ -40,6 +54,28 @@ def format_value(value: object) -> str:
     return str(value)
 
 
+def format_with_interval(summary: dict, key: str) -> str:
+    """``summary[key]`` as a cell, followed by its 95 % interval ``[low, high]`` when the summary has one."""
+    value, interval = format_value(summary.get(key)), summary.get(f"{key}_ci95")
+    if value == "n/a" or not interval:
+        return value
+    return f"{value} [{format_value(interval[0])}, {format_value(interval[1])}]"
+
+
 def headline_rows(summary: dict) -> list[tuple[str, str, str]]:
-    """(figure, value, convention) rows for the printed and Markdown tables."""
-    return [(label, format_value(summary.get(key)), convention) for key, label, convention in HEADLINE]
+    """(figure, value, convention) rows for the printed and Markdown tables; a figure with a
+    ``<key>_ci95`` in the summary shows it after the value, ``0.8123 [0.7012, 0.9034]``."""
+    return [(label, format_with_interval(summary, key), convention) for key, label, convention in HEADLINE]
+
+
+def headline_caption(summary: dict) -> str:
+    """The line under the table: studies, patients and lesions scored, and how intervals are made."""
+    parts = [f"{summary.get('n_studies', 'n/a')} studies"]
+    if summary.get("patients") is not None:
+        parts.append(f"{summary['patients']} patients")
+    if summary.get("lesions") is not None:
+        parts.append(f"{summary['lesions']} TC lesions (brats2025)")
+    text = ", ".join(parts)
+    if summary.get("ci95_method"):
+        text += f"; [low, high]: 95 % {summary['ci95_method']}"
+    return text

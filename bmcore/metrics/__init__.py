@@ -13,18 +13,24 @@ Conventions shared by every function here:
 - **Empty masks**: an empty-vs-empty pair scores Dice = IoU = precision = sensitivity = 1 and
   HD95 = 0 mm; one empty mask against a non-empty one scores 0 and HD95 = :data:`HD95_MISSING`.
 - **Lesions** are 26-connected components (full 3x3x3 neighbourhood); lesion-wise scores follow
-  the BraTS-METS 2023 rules (see :func:`lesion_wise_metrics`).
+  the BraTS-METS 2023 rules (see :func:`lesion_wise_metrics`); the two official conventions exactly as
+  their reference code scores them, ``brats2023`` and ``brats2025``, are :func:`lesion_wise` and sit in
+  every :func:`evaluate_case` result as ``brats2023_*`` / ``brats2025_*`` keys.
+- **Uncertainty**: a summary's headline figures carry ``<key>_ci95``, a 95 % percentile bootstrap
+  interval over patients (:func:`bootstrap_interval`), and its ``patients`` and ``lesions`` counts.
 - **paper_*** keys are the reference study's convention: pooled over all voxels, all four
   classes *including background*, macro-averaged. Background dominates them, so they read far
   higher than the per-class foreground scores; they are kept only to reproduce the study's table.
 
 Modules: :mod:`.labels` (labels, regions), :mod:`.overlap` (confusion matrix, Dice / IoU / precision /
 sensitivity, ``paper_*``), :mod:`.distance` (HD95), :mod:`.lesions` (components, diameter bins, the lesion
-table, lesion-wise scores), :mod:`.cases` (one study, many studies). Their public names are re-exported
+table, lesion-wise scores), :mod:`.conventions` (brats2023, brats2025), :mod:`.uncertainty` (bootstrap
+over patients), :mod:`.cases` (one study, many studies). Their public names are re-exported
 here: ``from bmcore import metrics; metrics.evaluate_case(...)``.
 """
 
 from bmcore.metrics.cases import PER_CLASS_METRICS, evaluate_case, per_class_metrics, summarize_cases
+from bmcore.metrics.conventions import CONVENTIONS, lesion_wise
 from bmcore.metrics.distance import HD95_MISSING, hd95
 from bmcore.metrics.labels import LABELS, REGIONS, STRUCTURES, Spacing, region_mask
 from bmcore.metrics.lesions import (
@@ -42,8 +48,12 @@ from bmcore.metrics.lesions import (
     lesion_wise_metrics,
 )
 from bmcore.metrics.overlap import OVERLAP_METRICS, confusion_matrix, overlap_scores, paper_metrics
+from bmcore.metrics.uncertainty import bootstrap_interval
 
 __all__ = [
+    "CONVENTIONS",
+    "bootstrap_interval",
+    "lesion_wise",
     "DIAMETER_BINS_MM",
     "DIAMETER_BIN_NAMES",
     "HD95_MISSING",

@@ -410,3 +410,75 @@ def test_summarize_cases_pools_and_averages():
 def test_summarize_cases_needs_a_study():
     with pytest.raises(ValueError):
         metrics.summarize_cases([])
+
+
+# --- the official conventions in the per-study and summary results ---------------------------
+
+
+def convention_cases() -> list[tuple[np.ndarray, np.ndarray, tuple[float, float, float]]]:
+    """(pred, truth, spacing) of three studies whose lesions are large enough for brats2025 and one
+    where they are not (brats2025 leaves its lesion-wise scores undefined)."""
+    truth = volume((20, 20, 20), np.s_[2:7, 2:7, 2:7], np.s_[12:15, 12:15, 12:15], label=3)
+    truth[10:13, 2:6, 2:6] = 1  # a necrotic TC lesion
+    found = truth.copy()
+    found[12:15, 12:15, 12:15] = 0  # misses the small ET lesion
+    found[17:19, 0:2, 17:19] = 3  # and adds a false positive
+    tiny = volume((8, 8, 1), np.s_[1:3, 1:3, 0], label=3)  # 4 mm^3: too small for brats2025
+    return [(truth, truth, (1.0, 1.0, 1.0)), (found, truth, (1.0, 1.0, 1.2)), (tiny, tiny, SPACING)]
+
+
+def test_evaluate_case_carries_both_conventions():
+    for pred, truth, spacing in convention_cases():
+        case = metrics.evaluate_case(pred, truth, spacing)
+        assert json.loads(json.dumps(case)) == case  # JSON-ready: NaN becomes None
+        for convention in metrics.CONVENTIONS:
+            for region in metrics.REGIONS:
+                direct = metrics.lesion_wise(pred, truth, spacing, convention, region)
+                for key in ("lesion_dice", "lesion_hd95", "lesion_nsd"):
+                    expected = direct[key]
+                    got = case[f"{convention}_{key}_{region}"]
+                    if expected is None or math.isnan(expected):
+                        assert got is None
+                    else:
+                        assert got == pytest.approx(expected)
+                for key in ("n_gt", "n_detected", "n_missed", "n_fp"):
+                    assert case[f"{convention}_{key}_{region}"] == direct[key]
+    tiny = metrics.evaluate_case(*convention_cases()[2])
+    assert tiny["brats2025_lesion_dice_TC"] is None and tiny["brats2023_lesion_dice_TC"] == 1.0
+
+
+def test_summarize_cases_carries_both_conventions():
+    studies = convention_cases()
+    cases = [metrics.evaluate_case(*study) for study in studies]
+    summary = metrics.summarize_cases(cases)
+    for convention in metrics.CONVENTIONS:
+        for region in metrics.REGIONS:
+            key = f"{convention}_lesion_dice_{region}"
+            scores = [metrics.lesion_wise(*study, convention, region)["lesion_dice"] for study in studies]
+            defined = [score for score in scores if not math.isnan(score)]  # brats2025 leaves NaN out
+            assert summary[key] == pytest.approx(np.mean(defined))
+            assert summary[f"{key}_std"] == pytest.approx(np.std(defined))
+            assert summary[f"{key}_studies"] == len(defined)
+            n_gt = sum(metrics.lesion_wise(*study, convention, region)["n_gt"] for study in studies)
+            assert summary[f"{convention}_n_gt_{region}"] == n_gt
+    assert summary["brats2025_lesion_dice_TC_studies"] == 2
+    assert summary["brats2025_n_fp_TC"] == 1 and summary["brats2025_fp_per_study_TC"] == pytest.approx(1 / 3)
+    assert summary["patients"] == 3 and summary["lesions"] == summary["brats2025_n_gt_TC"]
+    assert summary["brats2025_lesion_dice_TC_ci95"] is not None
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_convention_metrics_are_the_same_on_the_cropped_grid():
+    # lesions far from the border of a large grid: scored in a box around the foreground, as on the whole
+    truth = volume((48, 40, 36), np.s_[20:25, 18:23, 15:20], np.s_[27:29, 18:20, 15:17], label=3)
+    pred = volume((48, 40, 36), np.s_[21:25, 18:23, 15:20], np.s_[30:32, 30:32, 20:22], label=3)
+    case = metrics.evaluate_case(pred, truth, (0.8, 1.0, 1.5))
+    for convention in metrics.CONVENTIONS:
+        for region in metrics.REGIONS:
+            direct = metrics.lesion_wise(pred, truth, (0.8, 1.0, 1.5), convention, region)
+            assert case[f"{convention}_lesion_dice_{region}"] == pytest.approx(direct["lesion_dice"])
+            assert case[f"{convention}_lesion_hd95_{region}"] == pytest.approx(direct["lesion_hd95"])
+            assert case[f"{convention}_n_fp_{region}"] == direct["n_fp"] == 1
+    empty = np.zeros((10, 10, 10), dtype=np.int64)
+    blank = metrics.evaluate_case(empty, empty, SPACING)
+    assert blank["brats2023_lesion_dice_TC"] == 1.0 and blank["brats2025_lesion_dice_TC"] is None

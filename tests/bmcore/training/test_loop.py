@@ -118,3 +118,6 @@ def test_one_epoch_train_then_segment_then_evaluate(brats_cohort, tmp_path, monk
     evaluation = evaluate_studies(predictor, imaging.find_studies(brats_cohort)[:2])
     for key in ("paper_mean_iou", "dice_TC", "lesion_dice_TC", "hd95_TC", "detection_sensitivity_TC"):
         assert key in evaluation["summary"]
+    for key in ("brats2023_lesion_dice_TC", "brats2025_n_gt_TC", "patients", "lesions", "dice_TC_ci95"):
+        assert key in evaluation["summary"]
+    assert all("brats2025_lesion_dice_TC" in case for case in evaluation["cases"])
