@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     max_depth: int = 6
     max_num_workers: int = 16
     max_samples_per_epoch: int = 1_000_000
+    # A registered version validated on fewer ground-truth lesions than this is too small to promote on:
+    # it never takes the ``champion`` alias on its own (bmcore.tracking.registry).
+    min_val_lesions: NonNegativeInt = 5
     # Reverse proxies in front of the web (docker-compose: 1, the TLS proxy) whose X-Forwarded-For/-Proto/
     # -Host the web trusts (werkzeug ProxyFix): it then knows requests are HTTPS and sees clients' addresses.
     # 0 (direct, the default): those headers are ignored, since any client could send them.

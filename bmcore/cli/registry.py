@@ -9,19 +9,25 @@ import typer
 from bmcore.db import init_db, session_scope
 from bmcore.tracking import CHAMPION_ALIAS, configure, registry_overview, set_champion
 from bmcore.tracking.alias_moves import alias_history, mover
+from bmcore.tracking.registry import version_warnings
 
 commands = typer.Typer()
 
 
 @commands.command()
 def models() -> None:
-    """The registry: bmseg-unet, bmseg-cnn, bmseg-fcn versions, aliases, key metrics and alias moves."""
+    """The registry: bmseg-unet, bmseg-cnn, bmseg-fcn versions, aliases, key metrics and alias moves.
+
+    Each version lists its ``warnings``: trained on synthetic data (not for clinical use), a validation
+    set too small to promote on."""
     configure()
     overview = registry_overview()
     init_db()
     with session_scope() as session:
         for model in overview:
             model["history"] = alias_history(session, model["name"])
+            for version in model["versions"]:
+                version["warnings"] = version_warnings(version["tags"])
     typer.echo(json.dumps(overview, indent=1, default=str))
 
 

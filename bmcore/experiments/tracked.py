@@ -20,11 +20,15 @@ from bmcore.experiments.request import Tracking, TrainRequest
 from bmcore.experiments.training import RunOutcome, train_run, validation_key_metrics
 from bmcore.reports.plots import plot_curves
 from bmcore.tracking.logged_model import log_model
+from bmcore.tracking.registry import too_small_to_promote, training_provenance, version_warnings
 from bmcore.training import distributed
 from bmcore.training.loop import EpochCallback, TrainingCancelled
 
 ARTIFACTS = ("split.json", "history.json", "validation.json", "curves.png")
 JOB_TAG = "bmseg.job_id"  # the worker tags a job's run with its id (bmcore.jobs.runner.run_train)
+DATASET_TAG = "bmseg.dataset"  # a registered data set's name, when the run's tags carry it
+# The validation summary's brats2025 figures (bmcore.metrics.summarize_cases), when it carries them.
+BRATS2025_TC, BRATS2025_LESIONS = "brats2025_lesion_dice_TC", "brats2025_n_gt_TC"
 
 
 def _loggable(figures: dict) -> dict:
@@ -61,7 +65,10 @@ def tracked_train(request: TrainRequest) -> dict | None:
         return None
     summary = _write_results(outcome, run_id)
     if track:
-        summary["registered"] = _log_and_register(run_id, outcome, summary["metrics"], request.tracking)
+        provenance = training_provenance(request.data, request.tracking.tags.get(DATASET_TAG))
+        summary["registered"] = _log_and_register(
+            run_id, outcome, summary["metrics"], request.tracking, provenance
+        )
     return summary
 
 
@@ -102,7 +109,7 @@ def _metrics_logger(run_id: str) -> EpochCallback:
 def _write_results(outcome: RunOutcome, run_id: str | None) -> dict:
     """``history.json``, ``validation.json`` and ``curves.png`` beside the checkpoints; the summary."""
     out_dir, arch = Path(outcome.out_dir), outcome.config.arch
-    key_metrics = validation_key_metrics(outcome)
+    key_metrics = validation_key_metrics(outcome) | validation_counts(outcome.validation)
     curves = plot_curves({arch: outcome.history}, out_dir / "curves.png", f"{arch} training")
     (out_dir / "history.json").write_text(json.dumps(outcome.history, indent=1))
     if outcome.validation:
@@ -121,7 +128,25 @@ def _write_results(outcome: RunOutcome, run_id: str | None) -> dict:
     }
 
 
-def _log_and_register(run_id: str, outcome: RunOutcome, key_metrics: dict, options: Tracking) -> dict:
+def validation_counts(validation: dict | None) -> dict:
+    """``val_lesions`` (ground-truth TC lesions: brats2025's count when the summary has it, else bmseg's
+    2023 one) and ``val_patients`` of the validation studies (0 and 0 without any), and
+    ``val_lesion_dice_tc_brats2025`` when the validation summary carries it."""
+    if not validation:
+        return {"val_lesions": 0, "val_patients": 0}
+    summary, cases = validation["summary"], validation.get("cases", [])
+    figures = {
+        "val_lesions": int(summary.get(BRATS2025_LESIONS, summary.get("n_gt_TC")) or 0),
+        "val_patients": len({case.get("patient_id", case.get("study_id")) for case in cases}),
+    }
+    if summary.get(BRATS2025_TC) is not None:
+        figures["val_lesion_dice_tc_brats2025"] = summary[BRATS2025_TC]
+    return figures
+
+
+def _log_and_register(
+    run_id: str, outcome: RunOutcome, key_metrics: dict, options: Tracking, provenance: dict
+) -> dict:
     """Log the run's files, key metrics and model, register the model and end the run.
 
     A move of ``champion`` is recorded as made by the run's job (its ``bmseg.job_id`` tag), else by the
@@ -134,7 +159,16 @@ def _log_and_register(run_id: str, outcome: RunOutcome, key_metrics: dict, optio
     model_uri = log_model(run_id, outcome.best_checkpoint, arch)
     job_id = options.tags.get(JOB_TAG)
     registered = tracking.register_model(
-        run_id, arch, model_uri, key_metrics, champion_eligible=options.champion_eligible, job_id=job_id
+        run_id,
+        arch,
+        model_uri,
+        key_metrics,
+        champion_eligible=options.champion_eligible,
+        job_id=job_id,
+        provenance=provenance,
     )
     tracking.end_run(run_id, "FINISHED")
-    return registered
+    tags = {"training_data_synthetic": str(provenance["synthetic"]).lower()}
+    if too_small_to_promote(key_metrics.get("val_lesions")):
+        tags |= {"too_small_to_promote": "true", "val_lesions": key_metrics.get("val_lesions")}
+    return registered | {"warnings": version_warnings(tags)}

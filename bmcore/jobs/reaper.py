@@ -36,6 +36,7 @@ from bmcore import tracking
 from bmcore.config import get_settings
 from bmcore.db import Job, JobEvent, session_scope, utcnow
 from bmcore.jobs.queue import TASK_NAMES, send_job_task
+from bmcore.tracking.registry import version_warnings
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def start_reaper(interval_seconds: float | None = None) -> threading.Event:
 
 def registered_version(run_id: str) -> dict[str, Any] | None:
     """The registry version an earlier attempt made from MLflow run ``run_id`` (``{"name", "version",
-    "champion"}`` as ``tracking.register_model`` returns it), or None; the run is marked finished."""
+    "champion", "warnings"}`` as ``tracked_train`` reports it), or None; the run is marked finished."""
     tracking.configure()
     from mlflow import MlflowClient  # lazy: MLflow only when a lost attempt is looked up, after configure()
 
@@ -309,4 +310,5 @@ def registered_version(run_id: str) -> dict[str, Any] | None:
         "name": version.name,
         "version": int(version.version),
         "champion": str(aliases.get(tracking.CHAMPION_ALIAS)) == str(version.version),
+        "warnings": version_warnings(dict(version.tags)),  # as tracked_train lists them
     }

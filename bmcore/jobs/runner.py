@@ -152,7 +152,7 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
     champion_eligible = bool(params.pop("champion_eligible", True))
     parent_run_id = params.pop("mlflow_parent_run_id", None)
     params.pop("config_hash", None)
-    params.pop("dataset", None)  # the data set's name (recorded for people); ``data`` holds its path
+    dataset = params.pop("dataset", None)  # the data set's name (recorded for people); ``data``: its path
     params.setdefault("num_workers", 0)
     config = TrainConfig.from_dict(params)
     # A lost attempt that got as far as registering the model: finish without a second registry version.
@@ -161,7 +161,7 @@ def run_train(job_id: str, params: dict, run_id: str | None, study_id, progress,
         enabled=registered is None,
         run_id=run_id,
         run_name=f"job-{job_id[:8]}-{config.arch}",
-        tags={"bmseg.job_id": job_id},
+        tags={"bmseg.job_id": job_id} | ({"bmseg.dataset": str(dataset)} if dataset else {}),
         parent_run_id=parent_run_id,
         champion_eligible=champion_eligible,
         on_run=_remember_run(job_id),

@@ -1,10 +1,13 @@
 """The model registry: logged models, registered versions, the ``champion`` alias, and resolving a model.
 
 Three registered models, ``bmseg-unet``, ``bmseg-cnn`` and ``bmseg-fcn``; the alias ``champion`` moves on
-its own to a version with a better validation lesion-wise Dice (``val_lesion_dice``) only when its run was
-eligible (trained on a data set registered as promotable), else by ``set_champion`` (an admin, a sweep's
-``promote_best``); every move is an ``AliasMove`` row (:mod:`bmcore.tracking.alias_moves`). Stages are
-deprecated in MLflow 3 and unused.
+its own to a version with a better validation lesion-wise Dice TC (``val_lesion_dice_tc_brats2025`` when
+both versions carry it, else ``val_lesion_dice``, the BraTS-METS 2023 rules) only when its run was eligible
+(trained on a data set registered as promotable) and its validation set held at least ``min_val_lesions``
+lesions (``val_lesions``; fewer: tagged ``too_small_to_promote``), else by ``set_champion`` (an admin, a
+sweep's ``promote_best``); every move is an ``AliasMove`` row (:mod:`bmcore.tracking.alias_moves`). Each
+version records what it was trained on (``training_data``, ``training_data_synthetic``) and carries
+:func:`version_warnings`. Stages are deprecated in MLflow 3 and unused.
 
 A registered version's model is logged by :func:`bmcore.tracking.logged_model.log_model`; its bmseg
 checkpoint (``extra_files/bmseg-checkpoint.pt``) is what :func:`resolve_model` hands to
@@ -28,6 +31,13 @@ from bmcore.tracking.client import already_exists, error_code, import_mlflow, is
 
 CHAMPION_ALIAS = "champion"
 CHAMPION_METRIC = "val_lesion_dice"
+# Preferred figure (issue #15): validation lesion-wise Dice TC under the brats2025 convention, used when
+# both versions carry it; else ``val_lesion_dice`` (bmseg's lesion-wise Dice TC, BraTS-METS 2023 rules).
+CHAMPION_METRICS = ("val_lesion_dice_tc_brats2025", CHAMPION_METRIC)
+VAL_LESIONS = "val_lesions"  # ground-truth TC lesions in the validation studies
+TOO_SMALL_TAG = "too_small_to_promote"
+DATA_TAG, SYNTHETIC_TAG = "training_data", "training_data_synthetic"
+SYNTHETIC_WARNING = "trained on synthetic data: not for clinical use"
 CHECKPOINT_FILE = "bmseg-checkpoint.pt"
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
@@ -50,6 +60,7 @@ def register_model(
     champion_eligible: bool = True,
     moved_by: str | None = None,
     job_id: str | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register ``model_uri`` as a new version of ``bmseg-<arch>``, its metrics as version tags.
 
@@ -57,7 +68,11 @@ def register_model(
     ``val_lesion_dice`` beats the champion's (a version without that figure never dethrones one
     that has it). A version registered with ``champion_eligible`` false (a cross-validation fold, a run
     on a data set not registered as promotable; tagged ``champion_eligible=false``) never takes it on its
-    own; ``set_champion`` still can. A move is recorded as an ``AliasMove`` by ``moved_by`` (default:
+    own; ``set_champion`` still can. Nor does a version whose ``val_lesions`` (validation lesions, in
+    ``metrics``) is under the ``min_val_lesions`` setting: it is tagged ``too_small_to_promote=true``
+    (a version registered without that figure is judged on its score alone). ``provenance``
+    (:func:`training_provenance`) becomes the ``training_data`` / ``training_data_synthetic`` tags.
+    A move is recorded as an ``AliasMove`` by ``moved_by`` (default:
     ``job <job_id>``, else ``cli:<os user>``) with the figures that decided it.
     Returns ``{"name", "version", "champion"}``.
     """
@@ -71,21 +86,24 @@ def register_model(
             raise
     tags = {key: text for key, value in metrics.items() if (text := _tag_number(value)) is not None}
     tags["arch"] = arch
+    tags |= _provenance_tags(provenance)
     if not champion_eligible:
         tags["champion_eligible"] = "false"
+    if too_small_to_promote(metrics.get(VAL_LESIONS)):
+        tags[TOO_SMALL_TAG] = "true"
+        champion_eligible = False
     model_id = model_uri.removeprefix("models:/") if re.fullmatch(r"models:/m-[0-9a-f]+", model_uri) else None
     version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
     if not champion_eligible:
         return {"name": name, "version": int(version.version), "champion": False}
 
-    score = finite(metrics.get(CHAMPION_METRIC))
     current = (client.get_registered_model(name).aliases or {}).get(CHAMPION_ALIAS)
-    current_score = None
-    if current is not None:
-        current_score = finite(client.get_model_version(name, str(current)).tags.get(CHAMPION_METRIC))
+    current_tags = {} if current is None else client.get_model_version(name, str(current)).tags
+    key = champion_metric(tags, current_tags)
+    score, current_score = finite(metrics.get(key)), finite(current_tags.get(key))
     champion = current is None or (score is not None and (current_score is None or score > current_score))
     if champion:
-        reason = _champion_reason(score, current, current_score)
+        reason = _champion_reason(key, score, current, current_score)
         with recorded_move(
             name, CHAMPION_ALIAS, current, version.version, mover(moved_by, job_id), reason, job_id
         ):
@@ -93,14 +111,60 @@ def register_model(
     return {"name": name, "version": int(version.version), "champion": champion}
 
 
-def _champion_reason(score: float | None, current: Any, current_score: float | None) -> str:
+def champion_metric(tags: dict[str, Any], current_tags: dict[str, Any]) -> str:
+    """The figure two versions are compared on: the first of ``CHAMPION_METRICS`` the new version has
+    (and the champion too, when there is one); ``val_lesion_dice`` otherwise."""
+    for key in CHAMPION_METRICS:
+        if key in tags and (not current_tags or key in current_tags):
+            return key
+    return CHAMPION_METRIC
+
+
+def _champion_reason(key: str, score: float | None, current: Any, current_score: float | None) -> str:
     """Why a new version took ``champion``: ``val_lesion_dice 0.41 > 0.33 of v2``."""
     figure = "no figure" if score is None else f"{score:.4g}"
     if current is None:
-        return f"{CHAMPION_METRIC} {figure}; no champion yet"
+        return f"{key} {figure}; no champion yet"
     if current_score is None:
-        return f"{CHAMPION_METRIC} {figure}; v{current} has none"
-    return f"{CHAMPION_METRIC} {figure} > {current_score:.4g} of v{current}"
+        return f"{key} {figure}; v{current} has none"
+    return f"{key} {figure} > {current_score:.4g} of v{current}"
+
+
+def too_small_to_promote(val_lesions: Any) -> bool:
+    """True when a validation set of ``val_lesions`` lesions is too small to promote on (fewer than the
+    ``min_val_lesions`` setting, and always when it has none); False when the count is unknown (None)."""
+    if val_lesions is None:
+        return False
+    count = finite(val_lesions)
+    return count is None or count < max(1, get_settings().min_val_lesions)
+
+
+def training_provenance(data: str | os.PathLike[str], dataset: str | None = None) -> dict[str, Any]:
+    """What a version was trained on: the data set's name, else its path; synthetic when the data folder
+    holds the ``cohort.json`` that :func:`bmcore.data.synth.synth_cohort` writes."""
+    path = Path(data)
+    folder = path if path.is_dir() else path.parent
+    return {"data": dataset or str(data), "synthetic": (folder / "cohort.json").is_file()}
+
+
+def _provenance_tags(provenance: dict[str, Any] | None) -> dict[str, str]:
+    if not provenance:
+        return {}
+    return {DATA_TAG: str(provenance["data"]), SYNTHETIC_TAG: "true" if provenance["synthetic"] else "false"}
+
+
+def version_warnings(tags: dict[str, Any]) -> list[str]:
+    """The warnings a registered version carries, from its tags (CLI, Models page, job page)."""
+    warnings = []
+    if str(tags.get(SYNTHETIC_TAG, "")).lower() == "true":
+        warnings.append(SYNTHETIC_WARNING)
+    if str(tags.get(TOO_SMALL_TAG, "")).lower() == "true":
+        lesions = tags.get(VAL_LESIONS, "?")
+        warnings.append(
+            f"validation set too small to promote on ({lesions} lesions, fewer than "
+            f"{get_settings().min_val_lesions}): never takes {CHAMPION_ALIAS} on its own"
+        )
+    return warnings
 
 
 def set_champion(

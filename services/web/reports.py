@@ -16,6 +16,7 @@ from bmcore.config import get_settings
 from bmcore.db import Job, Study, User
 from bmcore.reports import cohort as cohort_report
 from bmcore.tracking.alias_moves import alias_history
+from bmcore.tracking.registry import version_warnings
 from services.web.access import artifact_file, visible_studies
 from services.web.common import WebError, db
 
@@ -31,6 +32,8 @@ def registry_models() -> list[dict[str, Any]]:
     session = db()
     for model in overview:
         model["history"] = alias_history(session, model["name"])
+        for version in model.get("versions", []):
+            version["warnings"] = version_warnings(version.get("tags") or {})
     return overview
 
 

@@ -251,4 +251,14 @@ def job_result_view(job: Job, results_dir: Path) -> dict[str, Any] | None:
     return {
         "sets": [s for s in _sets(job.type, metrics, _reader(job, results_dir)) if s["headline"] is not None],
         "segmented": segmented_studies(metrics) if job.type == "segment" else [],
+        "warnings": registered_warnings(metrics),
     }
+
+
+def registered_warnings(metrics: Mapping[str, Any]) -> list[str]:
+    """The warnings of the version a train job registered (trained on synthetic data, a validation set too
+    small to promote on), as :func:`bmcore.experiments.tracked.tracked_train` listed them."""
+    registered = metrics.get("registered")
+    if not isinstance(registered, Mapping):
+        return []
+    return [str(warning) for warning in registered.get("warnings") or []]

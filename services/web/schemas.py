@@ -253,6 +253,11 @@ class ModelVersion(BaseModel):
     aliases: list[str]
     tags: dict[str, str]
     metrics: dict[str, float]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="e.g. 'trained on synthetic data: not for clinical use', a validation set too small to "
+        "promote on (tags training_data, training_data_synthetic, val_lesions, too_small_to_promote)",
+    )
 
 
 class AliasMove(BaseModel):

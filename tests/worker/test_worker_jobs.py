@@ -53,7 +53,8 @@ def stack(tmp_path_factory):
     redis.Redis.from_url(REDIS_URL).flushdb()
     init_db()
     cohort = root / "cohort"
-    synth_cohort(cohort, 6, seed=11, layout="brats", shape=(64, 64, 32), spacing=(3.5, 3.5, 5.0), workers=1)
+    # seed 1: its validation patients hold 10 TC lesions, enough (min_val_lesions) to promote on
+    synth_cohort(cohort, 6, seed=1, layout="brats", shape=(64, 64, 32), spacing=(3.5, 3.5, 5.0), workers=1)
     log = open(root / "worker.log", "w")  # noqa: SIM115
     worker = subprocess.Popen(
         [sys.executable, "-m", "bmcore.cli", "worker", "--queues", "gpu,cpu", "--loglevel", "WARNING"],
@@ -107,6 +108,8 @@ def test_train_job_runs_through_the_queue_and_registers_a_champion(stack, tiny_t
     metrics, artifacts = result_of(job_id)
     assert Path(artifacts["checkpoint"]).is_file()
     assert metrics["registered"]["name"] == "bmseg-unet" and metrics["registered"]["champion"] is True
+    assert metrics["registered"]["warnings"] == ["trained on synthetic data: not for clinical use"]
+    assert metrics["val_lesions"] >= 5 and metrics["val_patients"] >= 1  # recorded with the version
     tracking.configure()
     client = MlflowClient()
     history = client.get_metric_history(job["mlflow_run_id"], "train_loss")

@@ -430,3 +430,106 @@ def test_promote_and_models_commands(store):
         (None, 1),
     ]
     assert cnn["history"][0]["reason"] == "back to the first"
+
+
+# ------------------------------------------------------------ promotion rules and training provenance
+
+
+def _fcn_version(store, experiment, seed: int, metrics: dict, provenance: dict | None = None) -> dict:
+    torch.manual_seed(seed)
+    path = store.data_dir / f"fcn-{seed}" / "best.pt"
+    save_checkpoint(path, build_model("fcn", base_channels=4).eval(), "fcn", {"epoch": 1})
+    run_id = tracking.start_run(experiment, f"train-fcn-{seed}", {"arch": "fcn"})
+    model_uri = log_model(run_id, path, "fcn")
+    registered = tracking.register_model(run_id, "fcn", model_uri, metrics, provenance=provenance)
+    tracking.end_run(run_id)
+    return registered
+
+
+def _tags(name: str, version: int) -> dict:
+    entry = {e["name"]: e for e in tracking.registry_overview()}[name]
+    return next(v for v in entry["versions"] if v["version"] == version)["tags"]
+
+
+def test_a_validation_set_too_small_never_takes_champion(store, experiment, tmp_path):
+    """3 validation lesions (< min_val_lesions 5): registered, flagged, never champion, however good;
+    5 lesions: takes champion; a version with no validation lesions never does either."""
+    from bmcore.tracking.registry import SYNTHETIC_WARNING, training_provenance, version_warnings
+
+    assert get_settings().min_val_lesions == 5
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    (synthetic / "cohort.json").write_text("{}")
+    small = {"val_lesion_dice": 0.99, "val_lesions": 3, "val_patients": 2}
+    first = _fcn_version(store, experiment, 11, small, training_provenance(synthetic))
+    assert first["champion"] is False and _champion("bmseg-fcn") is None
+    tags = _tags("bmseg-fcn", first["version"])
+    assert tags["too_small_to_promote"] == "true" and "champion_eligible" not in tags
+    assert (tags["val_lesions"], tags["val_patients"]) == ("3", "2")
+    assert (tags["training_data"], tags["training_data_synthetic"]) == (str(synthetic), "true")
+    warnings = version_warnings(tags)
+    assert warnings[0] == SYNTHETIC_WARNING == "trained on synthetic data: not for clinical use"
+    assert "too small to promote on (3 lesions" in warnings[1]
+
+    none = _fcn_version(store, experiment, 12, {"val_lesion_dice": 0.9, "val_lesions": 0})
+    assert none["champion"] is False and _champion("bmseg-fcn") is None
+
+    real = training_provenance(tmp_path / "real", dataset="brats-mets")
+    enough = _fcn_version(store, experiment, 13, {"val_lesion_dice": 0.5, "val_lesions": 5}, real)
+    assert enough["champion"] is True and _champion("bmseg-fcn") == enough["version"]
+    tags = _tags("bmseg-fcn", enough["version"])
+    assert (tags["training_data"], tags["training_data_synthetic"]) == ("brats-mets", "false")
+    assert "too_small_to_promote" not in tags and version_warnings(tags) == []
+    assert _moves("bmseg-fcn")[-1]["reason"] == "val_lesion_dice 0.5; no champion yet"
+
+    worse = _fcn_version(store, experiment, 14, {"val_lesion_dice": 0.4, "val_lesions": 8})
+    better = _fcn_version(store, experiment, 15, {"val_lesion_dice": 0.6, "val_lesions": 8})
+    assert (worse["champion"], better["champion"]) == (False, True)
+
+
+def test_brats2025_figure_decides_when_both_versions_have_it(store, experiment):
+    """``val_lesion_dice_tc_brats2025`` is preferred over ``val_lesion_dice`` once the champion has it."""
+    from bmcore.tracking.registry import champion_metric
+
+    assert champion_metric({"val_lesion_dice_tc_brats2025": "0.1"}, {}) == "val_lesion_dice_tc_brats2025"
+    assert champion_metric({"val_lesion_dice_tc_brats2025": "0.1"}, {"val_lesion_dice": "0.2"}) == (
+        "val_lesion_dice"
+    )
+    # The champion (0.6 above) has no brats2025 figure: val_lesion_dice decides; then brats2025 does.
+    first = _fcn_version(
+        store, experiment, 16, {"val_lesions": 9, "val_lesion_dice": 0.9, "val_lesion_dice_tc_brats2025": 0.7}
+    )
+    assert first["champion"] is True
+    second = _fcn_version(
+        store, experiment, 17, {"val_lesions": 9, "val_lesion_dice": 0.1, "val_lesion_dice_tc_brats2025": 0.8}
+    )
+    assert second["champion"] is True
+    assert _moves("bmseg-fcn")[-1]["reason"].startswith("val_lesion_dice_tc_brats2025 0.8 > 0.7")
+
+
+def test_validation_counts_and_the_models_command_warnings(store):
+    from typer.testing import CliRunner
+
+    from bmcore.cli import app
+    from bmcore.experiments.tracked import validation_counts
+
+    assert validation_counts(None) == {"val_lesions": 0, "val_patients": 0}
+    assert validation_counts({"summary": {"n_gt_TC": 6}, "cases": [{"patient_id": "p"}]}) == {
+        "val_lesions": 6,
+        "val_patients": 1,
+    }
+    validation = {
+        "summary": {"n_gt_TC": 3, "brats2025_n_gt_TC": 4, "brats2025_lesion_dice_TC": 0.3},
+        "cases": [{"patient_id": "p1"}, {"patient_id": "p1"}, {"patient_id": "p2"}],
+    }
+    assert validation_counts(validation) == {
+        "val_lesions": 4,
+        "val_patients": 2,
+        "val_lesion_dice_tc_brats2025": 0.3,
+    }
+    listed = CliRunner().invoke(app, ["models"])
+    assert listed.exit_code == 0, listed.output
+    fcn = {entry["name"]: entry for entry in json.loads(listed.output)}["bmseg-fcn"]
+    flagged = next(v for v in fcn["versions"] if v["tags"].get("training_data_synthetic") == "true")
+    assert "trained on synthetic data: not for clinical use" in flagged["warnings"]
+    assert any("too small to promote on" in w for w in flagged["warnings"])
