@@ -12,7 +12,6 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 from bmcore.db import JOB_STATUSES, JOB_TYPES
 from bmcore.jobs.errors import JobParamsError, JobQuotaExceeded, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
-from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.search import job_to_dict
 from bmcore.patients import apply_patient_update, validate_patient_update
 from services.web import reports, schemas
@@ -30,7 +29,7 @@ from services.web.auth import load_api_user
 from services.web.common import WebError, db
 from services.web.dicom_intake import is_dicom_upload, queue_dicom_upload
 from services.web.job_inputs import datasets_for
-from services.web.job_requests import prepare_job
+from services.web.job_requests import prepare_job, submit_prepared
 from services.web.openapi import documented, openapi_document
 from services.web.serialize import job_detail, patient_detail, patient_summary, study_to_dict
 from services.web.study_intake import store_study_upload
@@ -196,14 +195,7 @@ def submit():
     session = db()
     prepared = prepare_job(session, g.user, _json_body())
     try:
-        job = submit_job(
-            session,
-            prepared.type,
-            prepared.params,
-            owner_id=g.user.id,
-            study_id=prepared.study_id,
-            internal=prepared.internal,
-        )
+        job = submit_prepared(session, g.user, prepared)
     except JobParamsError as exc:
         raise WebError(400, str(exc)) from None
     except JobQuotaExceeded as exc:

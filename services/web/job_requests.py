@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from bmcore.db import User
+from bmcore.db import Job, User
 from bmcore.jobs.errors import JobParamsError
+from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.params import PARENT_TYPES, is_parent_spec, validate_job
 from services.web.access import require, visible_study
 from services.web.common import WebError
@@ -26,7 +27,7 @@ TYPES_HELP = (
     "train, evaluate, segment, sweep (with params.grid or params.random), crossval (with params.folds)"
 )
 REQUEST_FIELDS = ("type", "params", "study_id")
-__all__ = ["DEFAULT_MODEL", "SUBMITTABLE_TYPES", "PreparedJob", "prepare_job"]
+__all__ = ["DEFAULT_MODEL", "SUBMITTABLE_TYPES", "PreparedJob", "prepare_job", "submit_prepared"]
 
 
 class PreparedJob(NamedTuple):
@@ -37,6 +38,19 @@ class PreparedJob(NamedTuple):
     params: dict[str, Any]
     study_id: int | None
     internal: dict[str, Any]
+
+
+def submit_prepared(session: Session, user: User, prepared: PreparedJob) -> Job:
+    """Write and queue a checked request as ``user``'s job (``submit_job``'s errors propagate: bad params,
+    the per-user limit, an unavailable queue)."""
+    return submit_job(
+        session,
+        prepared.type,
+        prepared.params,
+        owner_id=user.id,
+        study_id=prepared.study_id,
+        internal=prepared.internal,
+    )
 
 
 def prepare_job(session: Session, user: User, body: Any) -> PreparedJob:

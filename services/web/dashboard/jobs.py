@@ -21,12 +21,11 @@ from bmcore.architectures import ARCHS
 from bmcore.db import JOB_STATUSES
 from bmcore.jobs.errors import JobParamsError, JobQuotaExceeded, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
-from bmcore.jobs.lifecycle import submit_job
 from bmcore.training.config import TrainConfig
 from services.web.access import artifact_file, visible_job, visible_jobs, visible_studies
 from services.web.common import WebError, db
 from services.web.dashboard.job_form import DEFAULT_FOLDS, FORM_FIELDS, form_choices, job_request_from_form
-from services.web.job_requests import DEFAULT_MODEL, SUBMITTABLE_TYPES, prepare_job
+from services.web.job_requests import DEFAULT_MODEL, SUBMITTABLE_TYPES, prepare_job, submit_prepared
 from services.web.result_view import job_result_view
 from services.web.serialize import job_detail, job_summary
 
@@ -95,14 +94,7 @@ def submit():
     session = db()
     try:
         prepared = prepare_job(session, g.user, job_request_from_form(form))
-        job = submit_job(
-            session,
-            prepared.type,
-            prepared.params,
-            owner_id=g.user.id,
-            study_id=prepared.study_id,
-            internal=prepared.internal,
-        )
+        job = submit_prepared(session, g.user, prepared)
     except WebError as exc:
         return _job_form_page(exc.status, exc.message, form)
     except JobParamsError as exc:
