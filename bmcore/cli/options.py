@@ -4,7 +4,8 @@ An option takes its type and default from :class:`~bmcore.training.config.TrainC
 :data:`HELP`. A command picks the fields it offers with :func:`with_train_options`, in the order its
 ``--help`` lists them, and may word a help or change a default for itself (``compare --epochs`` is 30).
 The options stand where the command's ``train_options`` parameter stands, and the command receives their
-values in it, as one dict.
+values in it, as one dict, ``--recipe`` applied: the fields its recipe sets take the recipe's values
+unless given on the command line.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 import typer
 
 from bmcore.cli.console import parse_modalities
-from bmcore.training.config import TrainConfig
+from bmcore.training.config import RECIPES, TrainConfig
 
 HELP: dict[str, str] = {  # every field a command offers, in the order of ``bmseg train --help``
     "arch": "unet, cnn or fcn.",
+    "recipe": "bmseg (Dice + CE on native 64² crops, flip TTA) or study (the paper's: "
+    "CE on whole slices resized to 256²); options given beside it win.",
     "epochs": "Maximum epochs (early stopping may end sooner).",
     "batch_size": "Slices per batch.",
     "lr": "Adam learning rate.",
@@ -35,7 +38,9 @@ HELP: dict[str, str] = {  # every field a command offers, in the order of ``bmse
     "depth": "Pooling levels (unet, cnn).",
     "dropout": "Dropout rate.",
     "lesion_fraction": "Share of sampled slices that show a lesion.",
+    "lesion_balance": "Draw every lesion as often, whatever its size (else lesion slices alike).",
     "samples_per_epoch": "Slices per epoch (0: one pass over the training slices).",
+    "val_slices": "Validation slices scored each epoch, evenly spaced (0: all).",
     "augment": "Flips, small rotations, intensity scale/shift, noise.",
     "min_component_voxels": "Inference drops predicted tumour components under this many voxels (0: none).",
     "tta": "Inference averages with the left-right mirrored prediction by default.",
@@ -58,6 +63,8 @@ FIELD_TYPES = typing.get_type_hints(TrainConfig)
 FIELD_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 TRAIN_OPTIONS: Any = None  # the default of a command's ``train_options`` parameter (the decorator fills it)
+CONTEXT = "_train_options_context"  # the click context the decorator asks typer for
+GIVEN = ("COMMANDLINE", "ENVIRONMENT")  # parameter sources that count as given (typer vendors click's enum)
 
 
 def with_train_options(
@@ -79,10 +86,15 @@ def with_train_options(
             raise TypeError(f"{command.__name__} needs a train_options parameter for its training options")
         at = [p.name for p in parameters].index("train_options")
         parameters[at : at + 1] = options
+        parameters.append(
+            inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        )
 
         @functools.wraps(command)
         def run(**values: Any) -> None:
-            chosen = {name: values.pop(name) for name in names}
+            context = values.pop(CONTEXT)
+            given = {n for n in names if getattr(context.get_parameter_source(n), "name", None) in GIVEN}
+            chosen = with_recipe({name: values.pop(name) for name in names}, given)
             command(**values, train_options=chosen)
 
         run.__signature__ = signature.replace(parameters=parameters)
@@ -98,6 +110,17 @@ def _option(name: str, default: Any, help_text: str | None) -> inspect.Parameter
     return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
 
 
+def with_recipe(values: Mapping[str, Any], given: Collection[str]) -> dict[str, Any]:
+    """The option values with ``--recipe`` applied: a field the recipe sets takes the recipe's value
+    unless it is in ``given`` (on the command line, or in its environment variable)."""
+    preset = RECIPES.get(values.get("recipe", "bmseg"), {})
+    return {
+        name: preset[name] if name in preset and name not in given else value
+        for name, value in values.items()
+    }
+
+
 def train_config(values: Mapping[str, Any]) -> TrainConfig:
-    """The chosen option values as a TrainConfig (``--modalities`` parsed; unset fields at their defaults)."""
-    return TrainConfig(**{**values, "modalities": parse_modalities(values.get("modalities"))})
+    """The chosen option values as a TrainConfig (``--modalities`` parsed; fields not offered at the
+    recipe's values, then the defaults)."""
+    return TrainConfig.from_dict({**values, "modalities": parse_modalities(values.get("modalities"))})

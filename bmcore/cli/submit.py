@@ -86,6 +86,7 @@ def queue_parent_job(
 
 SUBMIT_TRAIN_FIELDS = (
     "arch",
+    "recipe",
     "epochs",
     "lr",
     "loss",
@@ -132,11 +133,14 @@ def submit_evaluate(
 def submit_segment(
     study: Path = typer.Argument(..., help="Study folder (or data folder) as the workers see it."),
     model: str = typer.Option("models:/bmseg-unet@champion", "--model", help="Checkpoint or registry URI."),
-    tta: bool = typer.Option(False, help="Mirror test-time augmentation."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Mirror test-time augmentation (default: the model's)."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow progress until the job ends."),
 ) -> None:
     """Queue a segmentation job (mask + lesion table per study)."""
-    queue_job("segment", {"study_dir": str(study.absolute()), "model": model, "tta": tta}, wait)
+    params = {"study_dir": str(study.absolute()), "model": model}
+    queue_job("segment", params | ({} if tta is None else {"tta": tta}), wait)
 
 
 @submit_app.command("sweep")

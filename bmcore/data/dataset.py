@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from bmcore import imaging
 from bmcore.data.augment import augment_slice
+from bmcore.data.lesion_balance import lesion_centre, slice_weights
 from bmcore.data.preprocess import DEFAULT_CLIP, DEFAULT_SIZE, preprocess_image, resize_label
 
 CACHE_VERSION = 2
@@ -242,6 +243,7 @@ class SliceDataset(Dataset):
         context: int = 0,
         crop: int = 0,
         multiple: int = 1,
+        lesion_balance: bool = False,
     ):
         unlabelled = [c.study_id for c in cases if not c.has_label]
         if unlabelled:
@@ -251,6 +253,9 @@ class SliceDataset(Dataset):
         lesion_slices = [set(case.lesion_slices) for case in cases]
         self.lesion_items = np.array([z in lesion_slices[i] for i, z in self.items], dtype=bool)
         self.augment, self.seed, self.context, self.crop = augment, seed, context, crop
+        self.lesion_balance = lesion_balance
+        # how often lesion_sampler draws each lesion item relative to the others (see lesion_balance.py)
+        self.lesion_weights = self._lesion_weights() if lesion_balance else self.lesion_items.astype(float)
         largest = np.max([case.shape for case in cases], axis=0) if cases else np.zeros(2, int)
         self.pad_shape = tuple(int(-(-side // multiple) * multiple) for side in largest)
         self._fds: dict[str, int] = {}
@@ -259,6 +264,14 @@ class SliceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def _lesion_weights(self) -> np.ndarray:
+        """Per item, its slice's share of the lesions it shows (:func:`lesion_balance.slice_weights`)."""
+        per_case = []
+        for case in self.cases:  # label.u8 is (Z, X, Y): one read per case
+            label = np.fromfile(case.directory / "label.u8", dtype=np.uint8)
+            per_case.append(slice_weights(label.reshape(case.depth, *case.shape).transpose(1, 2, 0)))
+        return np.array([per_case[i][z] for i, z in self.items], dtype=np.float64)
 
     def _state(self) -> tuple[dict, np.random.Generator]:
         if self._pid != os.getpid() or self._rng is None:
@@ -274,7 +287,9 @@ class SliceDataset(Dataset):
         point of the case's brain bounding box."""
         case_index, z = self.items[index]
         case = self.cases[case_index]
-        if self.lesion_items[index]:
+        if self.lesion_items[index] and self.lesion_balance:
+            cx, cy = lesion_centre(case.read_label(z, fds=fds), rng)
+        elif self.lesion_items[index]:
             label = case.read_label(z, fds=fds)
             cx, cy = np.unravel_index(rng.choice(np.flatnonzero(label)), label.shape)
         else:
@@ -307,15 +322,19 @@ def lesion_sampler(
     dataset: SliceDataset, lesion_fraction: float, num_samples: int | None = None, seed: int = 0
 ) -> WeightedRandomSampler:
     """Draw slices so that about ``lesion_fraction`` of each epoch shows a lesion (balanced batches); with
-    crops, a lesion slice's crop is centred on one of its lesion voxels, so the share holds for crops too."""
+    crops, a lesion slice's crop is centred on one of its lesion voxels, so the share holds for crops too.
+    Lesion slices are drawn in proportion to ``dataset.lesion_weights`` (alike, or lesion-balanced)."""
     if not 0.0 <= lesion_fraction <= 1.0:
         raise ValueError("lesion oversampling fraction must be within [0, 1]")
     has = dataset.lesion_items
     n_lesion, n_other = int(has.sum()), int((~has).sum())
     weights = np.ones(len(has), dtype=np.float64)
     if n_lesion and n_other:
-        weights[has] = lesion_fraction / n_lesion
+        lesion_weights = dataset.lesion_weights[has]
+        weights[has] = lesion_fraction * lesion_weights / lesion_weights.sum()
         weights[~has] = (1.0 - lesion_fraction) / n_other
+    elif n_lesion:  # every slice shows a lesion: only the lesion weights shape the draws
+        weights = dataset.lesion_weights / dataset.lesion_weights.sum()
     generator = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(
         torch.as_tensor(weights), num_samples or len(has), replacement=True, generator=generator

@@ -46,6 +46,7 @@ MAX_PATH_CHARS = 4096
 MAX_SEED = 2**32 - 1
 MAX_CUDA_INDEX = 15
 MAX_MIN_COMPONENT_VOXELS = 100_000  # a 5.8 cm sphere at 1 mm: beyond it would drop real lesions wholesale
+MAX_VAL_SLICES = 100_000  # the validation slices of ~650 whole BraTS studies
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -61,6 +62,7 @@ class Rule(NamedTuple):
 # messages; choices (arch, loss, modalities) and ``size`` being a multiple of 32 are TrainConfig's too.
 TRAIN_RULES: dict[str, Rule] = {
     "arch": Rule("str"),
+    "recipe": Rule("str"),  # a name of RECIPES (TrainConfig)
     "epochs": Rule("int", 1, "max_epochs"),
     "batch_size": Rule("int", 1, "max_batch_size"),
     "lr": Rule("float"),  # positive and finite (TrainConfig)
@@ -76,6 +78,8 @@ TRAIN_RULES: dict[str, Rule] = {
     "dropout": Rule("float"),  # in [0, 1) (TrainConfig)
     "modalities": Rule("names"),
     "lesion_fraction": Rule("float", 0.0, 1.0),
+    "lesion_balance": Rule("bool"),
+    "val_slices": Rule("int", 0, MAX_VAL_SLICES),
     "samples_per_epoch": Rule("int", 0, "max_samples_per_epoch"),  # 0: one pass over the training slices
     "augment": Rule("bool"),
     "early_stopping_patience": Rule("int", 1, "max_epochs"),  # 0 would stop before the first epoch

@@ -5,8 +5,10 @@ parameters at submission time (the web process never imports torch). ``LOSSES`` 
 names (:mod:`bmcore.training.losses` builds its registry from it); architecture names come from
 :mod:`bmcore.architectures`.
 
-The recipe options (issue #15; their defaults keep the study's recipe until the ablation of
-``bench/bench_recipe.py`` picks bmseg's):
+A run starts from a named recipe (:data:`RECIPES`): ``bmseg`` (the defaults: Dice + CE on 64² native
+crops, 2D, flip TTA; chosen by the ablation of ``bench/bench_recipe.py``, where one neighbouring slice
+each side did worse) or ``study`` (the paper's: categorical CE on whole slices resized to 256²);
+:meth:`TrainConfig.from_dict` and the command line fill the fields not given from the recipe. The options:
 
 - ``class_weights``: ``none``, ``inverse_frequency`` (each class weighted by the inverse of its voxel
   frequency over the training slices, normalised to a mean of 1 over the classes present) or four fixed
@@ -20,6 +22,11 @@ The recipe options (issue #15; their defaults keep the study's recipe until the 
   ``(2k + 1) × modalities`` channels ordered slice-major (offset −k … +k, modalities within each), the
   centre slice's modalities at ``k × modalities``; neighbours beyond the volume are zeros (the value
   outside the brain after normalisation).
+- ``lesion_balance``: lesion slices are drawn so that every 3D lesion is as likely as any other, and a
+  crop is centred on one of its slice's lesions drawn uniformly (:mod:`bmcore.data.lesion_balance`);
+  otherwise lesion slices are drawn alike and a crop centres on a random lesion voxel (large lesions win).
+- ``val_slices``: the validation pass of every epoch scores N evenly spaced validation slices (0: all);
+  a budget knob for CPUs, the whole-volume validation after training is unaffected.
 - ``min_component_voxels``: inference drops predicted tumour components (26-connected, labels 1-3) of
   fewer voxels; ``tta``: inference averages with the left-right mirrored prediction unless told otherwise.
 """
@@ -32,11 +39,42 @@ from dataclasses import asdict, dataclass, fields
 from bmcore.architectures import ARCHS
 from bmcore.imaging import MODALITIES
 
-__all__ = ["ARCHS", "CLASS_WEIGHTINGS", "LOSSES", "MAX_CONTEXT_SLICES", "MODALITIES", "TrainConfig"]
+__all__ = [
+    "ARCHS",
+    "CLASS_WEIGHTINGS",
+    "LOSSES",
+    "MAX_CONTEXT_SLICES",
+    "MODALITIES",
+    "RECIPES",
+    "TrainConfig",
+]
 LOSSES: tuple[str, ...] = ("ce", "dice_ce")
 CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "inverse_frequency")  # or four numbers "w0,w1,w2,w3"
 NUM_CLASSES = 4
 MAX_CONTEXT_SLICES = 4  # 9 slices per modality at most
+# The named recipes: the fields each sets (bench/results/recipe_ablation.md measured them). ``bmseg``'s
+# are TrainConfig's defaults; ``study`` is the paper's: categorical CE on whole slices resized to 256².
+RECIPES: dict[str, dict] = {
+    "bmseg": {
+        "loss": "dice_ce",
+        "class_weights": "none",
+        "crop": 64,
+        "context_slices": 0,
+        "lesion_balance": False,
+        "min_component_voxels": 0,
+        "tta": True,
+    },
+    "study": {
+        "loss": "ce",
+        "class_weights": "none",
+        "size": 256,
+        "crop": 0,
+        "context_slices": 0,
+        "lesion_balance": False,
+        "min_component_voxels": 0,
+        "tta": False,
+    },
+}
 
 
 def parse_class_weights(spec: str) -> str | tuple[float, ...] | None:
@@ -57,28 +95,41 @@ def parse_class_weights(spec: str) -> str | tuple[float, ...] | None:
     return weights
 
 
+def _recipe_of(values: dict) -> str:
+    """The recipe of values given without one: for a complete config stored before recipes had names,
+    ``study`` when it holds the study's settings, else ``bmseg``; for partial values (a job's params),
+    ``bmseg``, whose values then fill the fields not given."""
+    study = {k: v for k, v in RECIPES["study"].items() if k not in ("lesion_balance", "size")}
+    if all(k in values for k in study) and all(values[k] == v for k, v in study.items()):
+        return "study"
+    return "bmseg"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run needs, as data; stored in every checkpoint and logged as MLflow params."""
 
     arch: str = "unet"
+    recipe: str = "bmseg"  # the named recipe the fields below start from (RECIPES)
     epochs: int = 50
     batch_size: int = 16
     lr: float = 1e-3
-    loss: str = "ce"
+    loss: str = "dice_ce"
     class_weights: str = "none"  # none | inverse_frequency | "w0,w1,w2,w3"
     size: int = 256
-    crop: int = 0  # 0: whole slices resized to size; N: N x N native-resolution crops
+    crop: int = 64  # 0: whole slices resized to size; N: N x N native-resolution crops
     context_slices: int = 0  # k neighbouring slices on each side as extra channels (2.5D)
     base_channels: int = 32
     depth: int = 4
     dropout: float = 0.2
     modalities: tuple[str, ...] = MODALITIES
     lesion_fraction: float = 0.5
+    lesion_balance: bool = False  # every lesion drawn as often, whatever its size (data/lesion_balance.py)
     samples_per_epoch: int = 0  # 0: one pass over all training slices
+    val_slices: int = 0  # 0: every validation slice each epoch; N: N evenly spaced ones
     augment: bool = True
     min_component_voxels: int = 0  # inference: drop predicted tumour components smaller than this
-    tta: bool = False  # inference: left-right flip test-time augmentation by default
+    tta: bool = True  # inference: left-right flip test-time augmentation by default
     early_stopping_patience: int = 10
     plateau_patience: int = 3
     plateau_factor: float = 0.5
@@ -100,7 +151,9 @@ class TrainConfig:
             ),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (0.0 <= self.lesion_fraction <= 1.0, "lesion fraction must be in [0, 1]"),
+            (self.val_slices >= 0, f"val_slices must be 0 (all) or more, got {self.val_slices}"),
             (self.arch in ARCHS, f"unknown arch {self.arch!r}; choose from {', '.join(ARCHS)}"),
+            (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),
             (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}"),
             (self.depth >= 1 and self.base_channels >= 1, "depth and base channels must be positive"),
             (
@@ -155,11 +208,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from plain values; fields not given take the values of ``values["recipe"]``'s recipe
+        (default ``bmseg``), then TrainConfig's defaults."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training parameter(s): {', '.join(unknown)}")
-        values = dict(values)
+        recipe = values.get("recipe") or _recipe_of(values)
+        values = {**RECIPES.get(recipe, {}), **values, "recipe": recipe}
         if "modalities" in values:
             values["modalities"] = tuple(values["modalities"])
         return cls(**values)

@@ -228,6 +228,12 @@ def _plain(value):
 def _resume(parts: TrainingParts, config: TrainConfig, last_path: Path) -> _RunState:
     """Load ``last.pt`` into ``parts`` (weights, optimizer, scheduler, random state); return the state."""
     _, checkpoint = load_checkpoint(last_path, map_location=None)
+    stored = checkpoint["extra"].get("train_config")
+    if isinstance(stored, dict) and TrainConfig.from_dict(stored).model_args() != config.model_args():
+        raise ValueError(
+            f"{last_path} holds a model of other settings ({TrainConfig.from_dict(stored).model_args()}, "
+            f"not {config.model_args()}): resume with the settings it was trained with, or start anew"
+        )
     bare_model(parts.model).load_state_dict(checkpoint["state_dict"])
     extra = checkpoint["extra"]
     parts.optimizer.load_state_dict(extra["optimizer"])

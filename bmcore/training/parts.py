@@ -124,7 +124,14 @@ def build_loaders(
     """The training loader (lesion-weighted sampling, this process's share) and the validation loader."""
     rank = distributed.current()
     shape = {"context": config.context_slices, "multiple": config.input_multiple}
-    train_set = SliceDataset(train_cases, augment=config.augment, seed=seed, crop=config.crop, **shape)
+    train_set = SliceDataset(
+        train_cases,
+        augment=config.augment,
+        seed=seed,
+        crop=config.crop,
+        lesion_balance=config.lesion_balance,
+        **shape,
+    )
     if len(train_set) == 0:
         raise ValueError("no training slices: the training studies have no brain voxels")
     sampler = lesion_sampler(
@@ -144,6 +151,8 @@ def build_loaders(
     val_loader = None
     if val_cases:
         val_set = SliceDataset(val_cases, **shape)  # whole slices (native ones, padded, after crop training)
+        if 0 < config.val_slices < len(val_set):  # evenly spaced, the same every epoch
+            val_set = Subset(val_set, np.linspace(0, len(val_set) - 1, config.val_slices).round().astype(int))
         if rank.distributed:  # each process scores every world_size-th slice; the sums are added up
             val_set = Subset(val_set, range(rank.rank, len(val_set), rank.world_size))
         val_loader = DataLoader(val_set, shuffle=False, **loader_args)

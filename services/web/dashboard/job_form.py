@@ -20,6 +20,7 @@ from services.web.job_requests import DEFAULT_MODEL
 FORM_FIELDS = (
     "type",
     "arch",
+    "recipe",
     "epochs",
     "lr",
     "batch_size",
@@ -72,7 +73,7 @@ def job_request_from_form(form: dict[str, str]) -> dict[str, Any]:
     model = (form.get("model") or "").strip() or DEFAULT_MODEL
     params: dict[str, Any] = {}
     if job_type in ("train", "sweep", "crossval"):
-        training = {"arch": form.get("arch", "unet")}
+        training = {"arch": form.get("arch", "unet"), "recipe": form.get("recipe") or "bmseg"}
         for name, kind in TRAINING_NUMBERS:
             value = _number(form, name, kind)
             if value is not None:

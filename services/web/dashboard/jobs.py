@@ -21,7 +21,7 @@ from bmcore.architectures import ARCHS
 from bmcore.db import JOB_STATUSES
 from bmcore.jobs.errors import JobParamsError, JobQuotaExceeded, QueueUnavailable
 from bmcore.jobs.lifecycle import cancel_job as request_cancel
-from bmcore.training.config import TrainConfig
+from bmcore.training.config import RECIPES, TrainConfig
 from services.web.access import artifact_file, visible_job, visible_jobs, visible_studies
 from services.web.common import WebError, db
 from services.web.dashboard.job_form import DEFAULT_FOLDS, FORM_FIELDS, form_choices, job_request_from_form
@@ -55,11 +55,19 @@ def jobs_json():
     return jsonify(jobs=[job_summary(job) for job in visible_jobs(db(), g.user, status)])
 
 
+RECIPE_LABELS = {
+    "bmseg": "bmseg: Dice + CE, native 64² crops, flip TTA",
+    "study": "study: CE, whole slices resized (the paper's)",
+}
+RECIPE_CHOICES = {name: RECIPE_LABELS.get(name, name) for name in RECIPES}  # every recipe, worded
+
+
 def _job_form_page(status: int = 200, error: str | None = None, form: dict[str, Any] | None = None):
     defaults = TrainConfig()
     values = {
         "type": request.args.get("type", "segment"),
         "arch": defaults.arch,
+        "recipe": defaults.recipe,
         "epochs": defaults.epochs,
         "lr": defaults.lr,
         "batch_size": defaults.batch_size,
@@ -78,6 +86,7 @@ def _job_form_page(status: int = 200, error: str | None = None, form: dict[str, 
             error=error,
             types=SUBMITTABLE_TYPES,
             archs=ARCHS,
+            recipes=RECIPE_CHOICES,
             studies=visible_studies(db(), g.user),
             **form_choices(db(), g.user),
         ),

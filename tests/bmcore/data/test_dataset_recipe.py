@@ -6,13 +6,19 @@ native grid), so a crop is shown to hold native pixels, not resized ones.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from bmcore import imaging
 from bmcore.data.augment import augment_slice
 from bmcore.data.dataset import SliceDataset, class_voxel_counts, crop_start, lesion_sampler, prepare_case
+from bmcore.data.lesion_balance import slice_weights
 from bmcore.data.preprocess import context_stack, preprocess_image
+from bmcore.training.config import TrainConfig
+from bmcore.training.parts import build_loaders
 
 F16 = {"atol": 2e-3, "rtol": 1e-3}  # float16 on disk
 
@@ -137,3 +143,42 @@ def test_class_voxel_counts_are_the_training_slices_labels(native):
         expected += np.bincount(label[..., list(case.brain_slices)].ravel(), minlength=4)
     np.testing.assert_array_equal(class_voxel_counts(cases), expected)
     assert expected[1:].sum() > 0
+
+
+def test_lesion_balance_draws_every_lesion_alike_and_crops_on_one(native):
+    """With lesion balance the sampler's weight of each lesion slice is its share of the lesions it shows
+    (one per 3D lesion, spread over its slices); without, every lesion slice weighs the same."""
+    _, cases, _, arrays = native
+    balanced, plain = SliceDataset(cases, crop=32, lesion_balance=True), SliceDataset(cases, crop=32)
+    for case_index, (_, label) in enumerate(arrays):
+        expected = slice_weights(label)
+        for index, (i, z) in enumerate(balanced.items):
+            if i == case_index:
+                assert balanced.lesion_weights[index] == pytest.approx(expected[z])
+    assert (balanced.lesion_weights > 0).tolist() == balanced.lesion_items.tolist()
+    assert set(plain.lesion_weights[plain.lesion_items]) == {1.0}
+    sampler = lesion_sampler(balanced, 0.6)
+    weights = sampler.weights.numpy()
+    lesion = balanced.lesion_items
+    np.testing.assert_allclose(weights[lesion].sum(), 0.6)
+    np.testing.assert_allclose(
+        weights[lesion] / weights[lesion].sum(),
+        balanced.lesion_weights[lesion] / balanced.lesion_weights[lesion].sum(),
+    )
+    for index in np.flatnonzero(lesion)[:20]:
+        _, label, _ = balanced[int(index)]
+        assert (label > 0).any()  # centred on a lesion of the slice
+
+
+def test_val_slices_scores_that_many_evenly_spaced_validation_slices(native):
+    _, cases, _, _ = native
+    config = TrainConfig(depth=2, base_channels=4, val_slices=5, num_workers=0, device="cpu")
+    _, val_loader = build_loaders(config, cases[:1], cases[1:], torch.device("cpu"), seed=0)
+    total = SliceDataset(cases[1:], context=1, multiple=4)
+    assert len(val_loader.dataset) == 5 < len(total)
+    picked = val_loader.dataset.indices
+    assert picked[0] == 0 and picked[-1] == len(total) - 1 and list(picked) == sorted(set(picked))
+    _, every = build_loaders(
+        dataclasses.replace(config, val_slices=0), cases[:1], cases[1:], torch.device("cpu"), 0
+    )
+    assert len(every.dataset) == len(total)

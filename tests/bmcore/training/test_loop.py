@@ -121,3 +121,21 @@ def test_one_epoch_train_then_segment_then_evaluate(brats_cohort, tmp_path, monk
     for key in ("brats2023_lesion_dice_TC", "brats2025_n_gt_TC", "patients", "lesions", "dice_TC_ci95"):
         assert key in evaluation["summary"]
     assert all("brats2025_lesion_dice_TC" in case for case in evaluation["cases"])
+
+
+def test_resuming_with_other_model_settings_is_refused_before_loading(cached_cases, tmp_path, tiny_train):
+    """A job queued before a recipe change and redelivered after it must not load 4-channel weights into
+    a 12-channel model (or the reverse): one clear error names both settings."""
+    study = TrainConfig(epochs=1, **tiny_train | {"context_slices": 0})
+    fit(build_training_parts(study, cached_cases[:3], cached_cases[3:]), study, tmp_path, progress=False)
+    bmseg = TrainConfig(epochs=2, **tiny_train | {"context_slices": 1})
+    with pytest.raises(
+        ValueError, match="holds a model of other settings.*'in_channels': 4.*'in_channels': 12"
+    ):
+        fit(
+            build_training_parts(bmseg, cached_cases[:3], cached_cases[3:]),
+            bmseg,
+            tmp_path,
+            resume=True,
+            progress=False,
+        )

@@ -1,4 +1,5 @@
-"""The recipe options of issue #15 as settings: defaults unchanged, checked, weighted losses, job params, CLI.
+"""The recipe options as settings: bmseg's defaults, the study's recipe by name, checks, weighted losses,
+job params, the command line.
 
 Training with them end to end, and inference honouring them, is in ``test_recipe_train.py``.
 """
@@ -15,6 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from bmcore.cli import app
+from bmcore.cli.options import TRAIN_OPTIONS, train_config, with_train_options
 from bmcore.jobs.errors import JobParamsError
 from bmcore.jobs.params import validate_job
 from bmcore.training.config import TrainConfig, parse_class_weights
@@ -36,18 +38,37 @@ TARGET = torch.tensor([[[0, 1, 2, 3]]])
 WEIGHTS = (1.0, 10.0, 2.0, 5.0)
 
 
-def test_the_defaults_keep_the_studys_recipe():
+def test_the_defaults_are_bmsegs_recipe_and_the_study_recipe_is_one_name_away():
     config = TrainConfig()
-    assert (config.loss, config.class_weights, config.crop, config.context_slices) == ("ce", "none", 0, 0)
-    assert (config.min_component_voxels, config.tta, config.size) == (0, False, 256)
-    assert config.preprocess_settings() == {
+    assert config.recipe == "bmseg"
+    assert (config.loss, config.class_weights, config.crop, config.context_slices) == (
+        "dice_ce",
+        "none",
+        64,
+        0,
+    )
+    assert (config.min_component_voxels, config.tta, config.lesion_balance) == (0, True, False)
+    assert config.preprocess_settings()["native"] and config.model_args()["in_channels"] == 4
+    study = TrainConfig.from_dict({"recipe": "study"})
+    assert (study.loss, study.class_weights, study.crop, study.context_slices) == ("ce", "none", 0, 0)
+    assert (study.min_component_voxels, study.tta, study.size) == (0, False, 256)
+    assert study.preprocess_settings() == {
         "size": 256,
         "modalities": ["t1", "t1ce", "t2", "flair"],
         "context_slices": 0,
         "native": False,
     }
-    assert config.postprocess_settings() == {"min_component_voxels": 0, "tta": False}
-    assert config.model_args()["in_channels"] == 4 and config.cache_size == 256
+    assert study.postprocess_settings() == {"min_component_voxels": 0, "tta": False}
+    assert study.model_args()["in_channels"] == 4 and study.cache_size == 256
+    # a field given beside the recipe wins; a stored config reads back as it was
+    assert TrainConfig.from_dict({"recipe": "study", "size": 128, "tta": True}).size == 128
+    assert TrainConfig.from_dict(study.to_dict()) == study
+    stored_before_names = {k: v for k, v in study.to_dict().items() if k not in ("recipe", "val_slices")}
+    assert TrainConfig.from_dict(stored_before_names).recipe == "study"  # labelled by what it holds
+    partial = TrainConfig.from_dict({"loss": "ce", "crop": 0})  # a job's params: bmseg fills the rest
+    assert (partial.recipe, partial.context_slices, partial.tta) == ("bmseg", 0, True)
+    with pytest.raises(ValueError, match="unknown recipe 'nnunet'; choose from bmseg, study"):
+        TrainConfig.from_dict({"recipe": "nnunet"})
 
 
 def test_the_options_shape_the_model_and_the_cache():
@@ -69,6 +90,7 @@ def test_the_options_shape_the_model_and_the_cache():
         ({"class_weights": "1,2"}, "class_weights must be none, inverse_frequency or 4 comma-separated"),
         ({"class_weights": "0,0,0,0"}, "class_weights must be"),
         ({"class_weights": "heavy"}, "class_weights must be"),
+        ({"val_slices": -1}, "val_slices must be 0 (all) or more, got -1"),
     ],
 )
 def test_the_config_refuses_options_that_make_no_sense(values, message):
@@ -141,6 +163,38 @@ def test_a_train_job_takes_the_options_and_refuses_out_of_bounds_values_by_name(
         assert message in str(caught.value), name
     with pytest.raises(JobParamsError, match="crop must be 0 .* or a multiple of 16"):
         validate_job("train", {"data": "/data/cohort", "crop": 40})
+    with pytest.raises(JobParamsError, match="unknown recipe 'paper'; choose from bmseg, study"):
+        validate_job("train", {"data": "/data/cohort", "recipe": "paper"})
+
+
+def test_the_command_line_takes_the_recipe_under_the_options_given():
+    """``--recipe study`` sets the fields it names unless they are given beside it; the rest stay."""
+    seen = []
+    probe = typer.Typer()
+
+    @probe.command()
+    @with_train_options()
+    def train(train_options: dict = TRAIN_OPTIONS) -> None:
+        seen.append(train_config(train_options))
+
+    def run(*args: str) -> TrainConfig:
+        result = CliRunner().invoke(probe, list(args))
+        assert result.exit_code == 0, result.output
+        return seen[-1]
+
+    assert run() == TrainConfig()
+    study = run("--recipe", "study", "--epochs", "3")
+    assert (study.recipe, study.loss, study.crop, study.context_slices, study.tta) == (
+        "study",
+        "ce",
+        0,
+        0,
+        False,
+    )
+    assert study.size == 256 and study.epochs == 3
+    mixed = run("--recipe", "study", "--loss", "dice_ce", "--tta")
+    assert (mixed.loss, mixed.tta, mixed.crop) == ("dice_ce", True, 0)
+    assert run("--crop", "128").crop == 128 and run("--crop", "128").loss == "dice_ce"
 
 
 def test_train_and_compare_offer_the_options_at_the_config_defaults():
