@@ -17,6 +17,7 @@ from bmcore.data.split import lesion_free_patients, save_split, split_studies
 from bmcore.evaluation.evaluate import evaluate_studies
 from bmcore.experiments.request import PreparedData, Progress, TrainRequest
 from bmcore.inference import load_predictor
+from bmcore.tracking.registry import training_provenance, write_provenance
 from bmcore.training import distributed
 from bmcore.training.config import TrainConfig
 from bmcore.training.loop import TrainResult, fit
@@ -91,6 +92,7 @@ def train_run(request: TrainRequest) -> RunOutcome:
         prepared = _prepared_data(request, rank)
         if rank.is_main:
             save_split(prepared.split, out_dir / "split.json")
+            write_provenance(out_dir, training_provenance(request.data))  # read by model_warnings
         parts = build_training_parts(config, prepared.train_cases, prepared.val_cases)
         result = _fit(parts, request, out_dir)
     validation = None

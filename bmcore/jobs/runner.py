@@ -38,6 +38,7 @@ from bmcore.jobs.parents.steps import advance, notify_parent
 from bmcore.jobs.reaper import Heartbeat, registered_version
 from bmcore.jobs.search import get_job, is_cancel_requested
 from bmcore.jobs.supervisor import run_in_job_process
+from bmcore.tracking.registry import model_warnings
 from bmcore.training.config import TrainConfig
 
 CANCELLED = ("TrainingCancelled", "InferenceCancelled")
@@ -265,9 +266,10 @@ def run_segment(job_id: str, params: dict, run_id, study_id, progress, should_st
         if study_id is not None:
             with session_scope() as session:
                 pseudonym = session.get(Study, study_id).patient.pseudonym
-    predictor = load_predictor(params.get("model", "models:/bmseg-unet@champion"))
+    model = params.get("model", "models:/bmseg-unet@champion")
+    predictor = load_predictor(model)
     out = job_dir(job_id)
-    metrics, artifacts = {"model": params.get("model", "models:/bmseg-unet@champion"), "studies": {}}, {}
+    metrics, artifacts = {"model": model, "model_warnings": model_warnings(model), "studies": {}}, {}
     for index, ref in enumerate(refs):
 
         def on_batch(i, n, index=index, name=ref.study_id):

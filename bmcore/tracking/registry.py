@@ -38,6 +38,7 @@ VAL_LESIONS = "val_lesions"  # ground-truth TC lesions in the validation studies
 TOO_SMALL_TAG = "too_small_to_promote"
 DATA_TAG, SYNTHETIC_TAG = "training_data", "training_data_synthetic"
 SYNTHETIC_WARNING = "trained on synthetic data: not for clinical use"
+PROVENANCE_FILE = "provenance.json"  # beside a run's checkpoints: what it was trained on
 CHECKPOINT_FILE = "bmseg-checkpoint.pt"
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
@@ -165,6 +166,29 @@ def version_warnings(tags: dict[str, Any]) -> list[str]:
             f"{get_settings().min_val_lesions}): never takes {CHAMPION_ALIAS} on its own"
         )
     return warnings
+
+
+def model_warnings(ref: str | os.PathLike[str]) -> list[str]:
+    """What a user segmenting with ``ref`` must be told: a registry version's warnings (its tags), or for
+    a checkpoint file the synthetic-data warning when the ``provenance.json`` its run wrote beside it says
+    so (:func:`write_provenance`); none when nothing is known."""
+    text = os.fspath(ref)
+    match = _REGISTRY_URI.match(text) if text.startswith("models:/") else None
+    if match is not None:
+        return version_warnings(dict(_find_version(get_settings(), match, text).tags or {}))
+    beside = Path(text).expanduser().parent / PROVENANCE_FILE
+    try:
+        provenance = json.loads(beside.read_text())
+    except (OSError, ValueError):
+        return []
+    return [SYNTHETIC_WARNING] if isinstance(provenance, dict) and provenance.get("synthetic") else []
+
+
+def write_provenance(folder: str | os.PathLike[str], provenance: dict[str, Any]) -> Path:
+    """``provenance.json`` (:func:`training_provenance`) beside a run's checkpoints."""
+    path = Path(folder) / PROVENANCE_FILE
+    path.write_text(json.dumps(provenance))
+    return path
 
 
 def set_champion(

@@ -251,7 +251,8 @@ def job_result_view(job: Job, results_dir: Path) -> dict[str, Any] | None:
     return {
         "sets": [s for s in _sets(job.type, metrics, _reader(job, results_dir)) if s["headline"] is not None],
         "segmented": segmented_studies(metrics) if job.type == "segment" else [],
-        "warnings": registered_warnings(metrics),
+        "warnings": [f"Registered version: {w}" for w in registered_warnings(metrics)]
+        + [f"Model: {w}" for w in model_warnings_of(metrics)],
     }
 
 
@@ -262,3 +263,10 @@ def registered_warnings(metrics: Mapping[str, Any]) -> list[str]:
     if not isinstance(registered, Mapping):
         return []
     return [str(warning) for warning in registered.get("warnings") or []]
+
+
+def model_warnings_of(metrics: Mapping[str, Any]) -> list[str]:
+    """The warnings of the model a segment job used (trained on synthetic data, …), as the job recorded
+    them (:func:`bmcore.tracking.registry.model_warnings`)."""
+    warnings = metrics.get("model_warnings")
+    return [str(warning) for warning in warnings] if isinstance(warnings, list) else []

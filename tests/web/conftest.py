@@ -19,7 +19,7 @@ import gzip
 import io
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -241,10 +241,11 @@ def upload(client, api) -> Callable:
 
 @pytest.fixture
 def fake_segment(app, db_session) -> Callable:
-    """``fake_segment(study_id, owner_id)`` → job id of a succeeded segment job with mask and lesion table."""
+    """``fake_segment(study_id, owner_id, model_warnings=())`` → job id of a succeeded segment job with mask
+    and lesion table (and the model's warnings, as a segment job records them)."""
     from bmcore.db import Job, Result, Study, utcnow
 
-    def record(study_id: int, owner_id: int) -> str:
+    def record(study_id: int, owner_id: int, model_warnings: Sequence[str] = ()) -> str:
         study = db_session.get(Study, study_id)
         t1 = nib.load(study.files["t1"])
         label = synthetic_study(shape=t1.shape)["seg"]
@@ -278,6 +279,7 @@ def fake_segment(app, db_session) -> Callable:
                 metrics={
                     "lesion_count": 2,
                     "model": "/models/test.pt",
+                    "model_warnings": list(model_warnings),
                     "studies": {study.study_uid: {"lesions": [{"lesion_id": 1}, {"lesion_id": 2}]}},
                 },
                 artifacts={

@@ -58,3 +58,27 @@ def test_train_job_page_shows_the_registered_versions_warnings(signed_in, users,
     assert f"Registered version: {SYNTHETIC_WARNING}" in text
     assert f"Registered version: {too_small}" in text
     assert text.index("Registered version:") < text.index('id="result-set-1"')
+
+
+def test_a_segmentation_by_a_synthetic_trained_model_warns_on_its_job_page(signed_in, users, db_session):
+    job = submit_job(db_session, "segment", {"study_dir": "/d/s1"}, owner_id=users.alice.id, send=False)
+    metrics = {"model": "models:/bmseg-unet/3", "model_warnings": [SYNTHETIC_WARNING], "studies": {}}
+    record_result(db_session, job.id, metrics | {"lesion_count": 0}, {})
+    finish_job(db_session, job.id, "succeeded")
+    assert f"Model: {SYNTHETIC_WARNING}" in signed_in.get(f"/jobs/{job.id}").text
+    clean = submit_job(db_session, "segment", {"study_dir": "/d/s1"}, owner_id=users.alice.id, send=False)
+    record_result(db_session, clean.id, {"model": "x.pt", "model_warnings": [], "studies": {}}, {})
+    finish_job(db_session, clean.id, "succeeded")
+    assert "data-warning" not in signed_in.get(f"/jobs/{clean.id}").text
+
+
+def test_the_study_page_warns_when_its_segmentation_came_from_a_synthetic_trained_model(
+    signed_in, users, upload, study_files, fake_segment
+):
+    stored = upload(study_files(), patient_id="W001", study_uid="W001").json
+    fake_segment(stored["id"], users.alice.id)
+    assert "data-warning" not in signed_in.get(f"/studies/{stored['id']}").text
+    fake_segment(stored["id"], users.alice.id, model_warnings=[SYNTHETIC_WARNING])
+    page = signed_in.get(f"/studies/{stored['id']}").text
+    assert page.count(f"Model: {SYNTHETIC_WARNING}") == 1
+    assert page.index("Model: ") < page.index('id="mask-download"')

@@ -18,6 +18,7 @@ from services.web.common import WebError, db, privately_cached
 from services.web.dicom_intake import is_dicom_upload, queue_dicom_upload
 from services.web.job_inputs import DEFAULT_MODEL
 from services.web.reports import has_lesion_table, newest_segmentation, segmentation_lesions
+from services.web.result_view import model_warnings_of
 from services.web.study_intake import store_study_upload
 from services.web.uploads import UploadError
 
@@ -156,6 +157,9 @@ def study(study_id: int):
         "study.html",
         study=record,
         segmentation=segmentation,
+        model_warnings=model_warnings_of(segmentation.result.metrics or {})
+        if segmentation and segmentation.result
+        else [],
         dicom_job=dicom_job,
         dicom_names=dicom_names,
         segment_defaults={"model": DEFAULT_MODEL},

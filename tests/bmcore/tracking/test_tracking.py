@@ -281,6 +281,22 @@ def test_unknown_registry_reference_is_a_lookup_error(unet_versions, ref):
     assert ref in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_a_checkpoint_files_warnings_come_from_the_provenance_its_run_wrote(tmp_path):
+    from bmcore.tracking.registry import SYNTHETIC_WARNING, model_warnings, write_provenance
+
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = run / "best.pt"
+    checkpoint.write_bytes(b"")
+    assert model_warnings(checkpoint) == []  # nothing known
+    write_provenance(run, {"data": "/data/cohort", "synthetic": True})
+    assert model_warnings(checkpoint) == [SYNTHETIC_WARNING]
+    write_provenance(run, {"data": "/data/brats", "synthetic": False})
+    assert model_warnings(str(checkpoint)) == []
+    (run / "provenance.json").write_text("{not json")
+    assert model_warnings(checkpoint) == []
+
+
 def test_checkpoint_path_is_returned_as_is_or_refused(tmp_path):
     path, _ = _checkpoint(tmp_path / "best.pt", seed=0)
     assert tracking.resolve_model(str(path)) == path
@@ -454,7 +470,12 @@ def _tags(name: str, version: int) -> dict:
 def test_a_validation_set_too_small_never_takes_champion(store, experiment, tmp_path):
     """3 validation lesions (< min_val_lesions 5): registered, flagged, never champion, however good;
     5 lesions: takes champion; a version with no validation lesions never does either."""
-    from bmcore.tracking.registry import SYNTHETIC_WARNING, training_provenance, version_warnings
+    from bmcore.tracking.registry import (
+        SYNTHETIC_WARNING,
+        model_warnings,
+        training_provenance,
+        version_warnings,
+    )
 
     assert get_settings().min_val_lesions == 5
     synthetic = tmp_path / "synthetic"
@@ -470,6 +491,7 @@ def test_a_validation_set_too_small_never_takes_champion(store, experiment, tmp_
     warnings = version_warnings(tags)
     assert warnings[0] == SYNTHETIC_WARNING == "trained on synthetic data: not for clinical use"
     assert "too small to promote on (3 lesions" in warnings[1]
+    assert model_warnings(f"models:/bmseg-fcn/{first['version']}") == warnings  # what segmenting shows
 
     none = _fcn_version(store, experiment, 12, {"val_lesion_dice": 0.9, "val_lesions": 0})
     assert none["champion"] is False and _champion("bmseg-fcn") is None
@@ -480,6 +502,7 @@ def test_a_validation_set_too_small_never_takes_champion(store, experiment, tmp_
     tags = _tags("bmseg-fcn", enough["version"])
     assert (tags["training_data"], tags["training_data_synthetic"]) == ("brats-mets", "false")
     assert "too_small_to_promote" not in tags and version_warnings(tags) == []
+    assert model_warnings("models:/bmseg-fcn@champion") == []
     assert _moves("bmseg-fcn")[-1]["reason"] == "val_lesion_dice 0.5; no champion yet"
 
     worse = _fcn_version(store, experiment, 14, {"val_lesion_dice": 0.4, "val_lesions": 8})
