@@ -14,6 +14,7 @@ from bmcore.cli.options import SHORT_HELP, TRAIN_OPTIONS, train_config, with_tra
 from bmcore.data.split import load_split
 from bmcore.evaluation.headline import headline_caption, headline_rows
 from bmcore.imaging import StudyError, find_studies
+from bmcore.tracking.registry import model_warnings
 
 commands = typer.Typer()
 
@@ -92,6 +93,8 @@ def segment(
         errors = (StudyError, DicomError)
     refs = find_studies(study)
     predictor = load_predictor(model, device=device)
+    for warning in model_warnings(model):
+        typer.secho(f"warning: {model}: {warning}", fg="yellow", err=True)
     failed = 0
     with progress_bar() as bar:
         for ref in refs:
@@ -144,12 +147,32 @@ def compare(
     out: Path = typer.Option(Path("runs/compare"), "-o", "--out", help="Report, curves and checkpoints."),
     train_options: dict = TRAIN_OPTIONS,
     archs: str = typer.Option("unet,cnn,fcn", help="Comma-separated architectures."),
+    folds: int = typer.Option(
+        0,
+        "--folds",
+        min=0,
+        max=10,
+        help="K >= 2: K-fold cross-validation by patient, as the queued crossval job (mean ± std, "
+        "out-of-fold lesion-wise metrics); 0: one 67/20/13 split.",
+    ),
 ) -> None:
-    """Train and test U-Net, CNN and FCN on one patient split; the study's table beside the honest one."""
+    """Train and test U-Net, CNN and FCN on one patient split, or K folds; the study's table beside the
+    honest one, every figure with its 95 % interval over patients."""
     from bmcore.experiments.compare import run_comparison  # lazy: torch, kept out of --help
 
     config = train_config(train_options)
     arch_names = tuple(a.strip() for a in archs.split(","))
+    if folds == 1:
+        raise typer.BadParameter(
+            "cross-validation needs at least 2 folds (0: one split)", param_hint="--folds"
+        )
+    if folds:
+        from bmcore.jobs.parents.compare_folds import run_fold_comparison  # lazy: torch, as above
+
+        run_fold_comparison(data, out, config, arch_names, folds, seed=config.seed, echo=typer.echo)
+        typer.echo((out / "report.md").read_text())
+        typer.echo(f"report: {out / 'report.md'}")
+        return
     report = run_comparison(data, out, config, arch_names, split_seed=config.seed)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"report: {out / 'report.md'}, curves: {report['files'].get('curves')}")

@@ -19,7 +19,7 @@ import numpy as np
 from bmcore import imaging
 from bmcore.architectures import ARCHS
 from bmcore.evaluation.evaluate import evaluate_studies
-from bmcore.evaluation.headline import format_value, headline_rows
+from bmcore.evaluation.headline import format_value, headline_caption, headline_rows
 from bmcore.experiments.request import TrainRequest
 from bmcore.experiments.training import prepare_data, train_run
 from bmcore.inference import load_predictor, predict_volume
@@ -80,11 +80,14 @@ def run_comparison(
     split_seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
     show_progress: bool = True,
+    split: dict | None = None,
 ) -> dict:
-    """Train and test every architecture on one split; write ``report.md``, ``report.json`` and PNGs."""
+    """Train and test every architecture on one split (``split``, else drawn with ``split_seed``); write
+    ``report.md``, ``report.json``, PNGs and each model's per-study test results
+    (``<arch>/test_cases.json``, as a train job's ``test_cases`` artifact)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_data(data_dir, config, split_seed)
+    prepared = prepare_data(data_dir, config, split_seed, split=split)
     if not prepared.test_refs:
         raise ValueError("the split left no test patients: the comparison needs at least 3 patients")
     models = {}
@@ -98,12 +101,15 @@ def run_comparison(
         outcome = train_run(request)
         predictor = load_predictor(outcome.best_checkpoint, device=config.device)
         test = evaluate_studies(predictor, prepared.test_refs)
+        (out_dir / arch / "test_cases.json").write_text(json.dumps(test, indent=1))
         models[arch] = {
             "checkpoint": str(outcome.best_checkpoint),
             "best_epoch": outcome.best_epoch,
             "paper": paper_row(outcome.history, outcome.best_epoch),
             "test": test["summary"],
             "test_skipped": test["skipped"],
+            "test_cases": str(out_dir / arch / "test_cases.json"),
+            "validation": outcome.validation["summary"] if outcome.validation else None,
             "history": outcome.history,
         }
     report = {
@@ -172,6 +178,8 @@ def report_markdown(report: dict) -> str:
         "",
         f"Data: `{report['data']}`; split by patient (seed {report['split']['seed']}): {sides} patients.",
         "",
+        f"Recipe: {recipe_line(report.get('config'))}.",
+        "",
         "## (a) The study's Table IV layout (paper-style: pooled slice voxels, 4 classes "
         "incl. background, best epoch)",
         "",
@@ -189,6 +197,19 @@ def report_markdown(report: dict) -> str:
     ]
     lines += [f"- {name}: `{path}`" for name, path in report.get("files", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def recipe_line(config: dict | None) -> str:
+    """The recipe every model of a report was trained with, and its budget, as one line."""
+    if not config:
+        return "n/a"
+    how = f"{config['loss']}, " + (
+        f"native {config['crop']}² crops" if config["crop"] else f"whole slices resized to {config['size']}²"
+    )
+    how += f", ±{config['context_slices']} slices" if config["context_slices"] else ", 2D"
+    how += ", flip TTA" if config["tta"] else ""
+    budget = f"{config['epochs']} epochs × {config['samples_per_epoch'] or 'all'} slices, width "
+    return f"`{config.get('recipe', 'n/a')}` ({how}); {budget}{config['base_channels']}"
 
 
 def paper_table_rows(models: dict) -> list[list[str]]:
@@ -225,7 +246,7 @@ def honest_table(models: dict) -> list[str]:
         for label, _, convention in headline_rows(first)
     ]
     table = markdown_table(["figure", *archs, "convention"], rows)
-    return [table, "", f"Test studies: {first.get('n_studies')}."]
+    return [table, "", f"Test side: {headline_caption(first)}."]
 
 
 def headline_value(summary: dict, label: str) -> str:
