@@ -1,20 +1,24 @@
-"""Benchmark: the training-recipe ablation of issue #15, on a synthetic cohort's validation patients.
+"""Benchmark: the training-recipe ablation, on a synthetic cohort's validation patients.
 
 Run: ``.venv/bin/python bench/bench_recipe.py`` (the full ablation, written to
 ``bench/results/recipe_ablation.{md,json}``) or ``--quick`` (a smoke run of a minute or two on a tiny
 cohort, written under ``bench/data/recipe_quick/``).
 
-One factor at a time from the study's recipe (the ``paper`` row: Adam, categorical cross-entropy, whole
-slices resized to ``--size``², lesion fraction 0.5), each row trained with the same budget: Dice + CE,
-class-weighted CE, native-resolution crops (brain box, lesion-centred), 2.5D context, two lesion
-fractions; then post-processing of the ``paper`` model without retraining (minimum component sizes,
-flip TTA). Every row is scored on the **validation** patients of the patient-level split (the test
-patients are never cached, predicted or read), under the ``brats2025`` convention
-(:func:`bmcore.metrics.conventions.lesion_wise`, tumour core): lesion-wise Dice TC as the mean over
-studies with a large lesion, with a 95 % percentile bootstrap interval over patients; detection per
-diameter bin (< 3, 3–6, 6–10, > 10 mm, Dice ≥ 0.1) pooled over the validation lesions; false-positive
-lesions per study; minutes (training plus validation inference; inference alone for the post-processing
-rows). ``best.pt`` is chosen on the validation slices' loss, as ``bmseg train`` does, alike for every row.
+One factor at a time from the candidate recipe (the ``candidate`` row: Dice + CE, native-resolution 64²
+crops inside the brain box, lesion-centred for half the draws, one neighbouring slice on each side as extra
+channels, left-right flip TTA), each row trained with the same budget (epochs × crops per epoch): the
+study's recipe (CE on whole slices resized to ``--size``²), CE alone, class-weighted CE, whole resized
+slices instead of crops, 2D input, lesion-balanced sampling, a higher lesion fraction; then inference
+options of the candidate model without retraining (no TTA, minimum component sizes). The ``2d`` row (the
+candidate without neighbouring slices) did best and became bmseg's recipe. Every row is scored on the
+**validation** patients of the patient-level split (the test patients are never cached, predicted
+or read), under the ``brats2025`` convention (:func:`bmcore.metrics.conventions.lesion_wise`, tumour
+core): lesion-wise Dice TC as the mean over studies with a large lesion, with a 95 % percentile
+bootstrap interval over patients; detection per diameter bin (< 3, 3–6, 6–10, > 10 mm, Dice ≥ 0.1)
+pooled over the validation lesions; false-positive lesions per study; minutes (training plus validation
+inference; inference alone for the inference rows). ``best.pt`` is chosen on the validation slices'
+loss, as ``bmseg train`` does, alike for every row. The default cohort is the demo's geometry (1 mm
+voxels, a 160 × 192 × 64 slab) drawn with another seed, and the budget is the demo's.
 """
 
 from __future__ import annotations
@@ -38,24 +42,24 @@ from bmcore.inference import load_predictor, predict_volume
 from bmcore.metrics import DIAMETER_BIN_NAMES, diameter_bin
 from bmcore.metrics.conventions import lesion_wise
 from bmcore.reports.tables import markdown_table
-from bmcore.training.config import TrainConfig
+from bmcore.training.config import RECIPES, TrainConfig
 from bmcore.training.loop import fit
 from bmcore.training.parts import build_training_parts
 
 HERE = Path(__file__).resolve().parent
 
 BIN_LABELS = dict(zip(DIAMETER_BIN_NAMES, ("< 3 mm", "3–6 mm", "6–10 mm", "> 10 mm"), strict=True))
-FULL = {
-    "cases": 40,
-    "shape": None,
-    "spacing": None,
-    "size": 256,
+FULL = {  # the demo's cohort geometry (another seed) and the demo's training budget
+    "cases": 58,
+    "shape": (160, 192, 64),
+    "spacing": (1.0, 1.0, 1.0),
+    "size": 128,
     "base_channels": 16,
     "depth": 4,
-    "epochs": 12,
-    "samples_per_epoch": 1200,
+    "epochs": 4,
+    "samples_per_epoch": 1024,
     "batch_size": 16,
-    "crop": 128,
+    "val_slices": 192,
     "min_components": "10,30",
 }
 QUICK = {  # a smoke run: every row and the interval computed, nothing to read into the figures
@@ -65,36 +69,43 @@ QUICK = {  # a smoke run: every row and the interval computed, nothing to read i
     "size": 64,
     "base_channels": 8,
     "depth": 3,
-    "epochs": 3,
-    "samples_per_epoch": 128,
+    "epochs": 2,
+    "samples_per_epoch": 64,
     "batch_size": 16,
-    "crop": 32,
+    "val_slices": 32,
     "min_components": "3",
 }
 
 
-def ablation_rows(crop: int, min_components: list[int]) -> list[dict]:
-    """Each row: name, what it changes, TrainConfig overrides (None: the ``paper`` model, re-scored),
-    and predictor overrides."""
+def ablation_rows(min_components: list[int], size: int) -> list[dict]:
+    """Each row: name, what it changes from the ``candidate`` row, TrainConfig overrides (None: the
+    candidate model, re-scored) and predictor overrides."""
+    study = {**RECIPES["study"], "recipe": "study", "size": size}
     rows = [
-        ("paper", "the study's recipe: CE, whole slices resized", {}, {}),
-        ("dice_ce", "Dice + CE", {"loss": "dice_ce"}, {}),
+        ("candidate", "the candidate: Dice + CE, native 64² crops, 2.5D (±1 slice), flip TTA", {}, {}),
+        ("study", f"the study's recipe: CE, whole slices resized to {size}², no TTA", study, {}),
+        ("ce", "cross-entropy alone", {"loss": "ce"}, {}),
         (
             "ce_weighted",
-            "CE with inverse-frequency class weights",
+            "CE term with inverse-frequency class weights",
             {"class_weights": "inverse_frequency"},
             {},
         ),
-        ("crops", f"native {crop}² crops, brain box, lesion-centred", {"crop": crop}, {}),
-        ("context", "2.5D: one neighbouring slice each side", {"context_slices": 1}, {}),
-        ("lesion_0.25", "lesion fraction 0.25", {"lesion_fraction": 0.25}, {}),
-        ("lesion_0.8", "lesion fraction 0.8", {"lesion_fraction": 0.8}, {}),
+        ("whole_slices", f"whole slices resized to {size}² instead of crops", {"crop": 0, "size": size}, {}),
+        ("2d", "no neighbouring slices (2D): bmseg's recipe", {"context_slices": 0}, {}),
+        ("lesion_balance", "every lesion drawn as often, whatever its size", {"lesion_balance": True}, {}),
+        ("lesion_0.8", "lesion fraction 0.8 (0.5)", {"lesion_fraction": 0.8}, {}),
     ]
+    rows.append(("no_tta", "candidate model, no flip TTA", None, {"tta": False}))
     rows += [
-        (f"min_comp_{n}", f"paper model, components < {n} voxels dropped", None, {"min_component_voxels": n})
+        (
+            f"min_comp_{n}",
+            f"candidate model, components < {n} voxels dropped",
+            None,
+            {"min_component_voxels": n},
+        )
         for n in min_components
     ]
-    rows.append(("tta", "paper model, left-right flip TTA", None, {"tta": True}))
     return [{"name": n, "what": w, "train": t, "inference": i} for n, w, t, i in rows]
 
 
@@ -170,17 +181,17 @@ def train_row(config: TrainConfig, prepared, out_dir: Path) -> Path:
 
 
 def run_rows(args, base: TrainConfig, prepared: dict, out: Path) -> list[dict]:
-    """Train and score every row; the post-processing rows re-score the ``paper`` model."""
-    results, paper = [], None
-    for row in ablation_rows(base.crop or args.crop, [int(n) for n in args.min_components.split(",")]):
+    """Train and score every row; the inference rows re-score the candidate model."""
+    results, candidate = [], None
+    for row in ablation_rows([int(n) for n in args.min_components.split(",")], args.size):
         started = time.perf_counter()
         if row["train"] is not None:
             config = dataclasses.replace(base, **row["train"])
             checkpoint = train_row(config, prepared[config.cache_size], out / row["name"])
             predictor = load_predictor(checkpoint, device=config.device, precision=args.precision)
-            paper = paper or predictor
+            candidate = candidate or predictor
         else:
-            config, predictor = None, dataclasses.replace(paper, **row["inference"])
+            config, predictor = None, dataclasses.replace(candidate, **row["inference"])
         trained = time.perf_counter()
         summary = summarise(score_studies(predictor, prepared[base.cache_size].val_refs))
         finished = time.perf_counter()
@@ -221,14 +232,14 @@ def markdown(result: dict) -> str:
     first = result["rows"][0]
     return "\n".join(
         [
-            "# Recipe ablation (issue #15): validation patients only, brats2025 convention, tumour core",
+            "# Recipe ablation: validation patients only, brats2025 convention, tumour core",
             "",
             f"Command: `{result['command']}`",
             "",
             f"Cohort: {result['cases']} synthetic studies (`{result['data']}`); split by patient "
             f"{result['split_patients']}; scored on the validation side: {first['studies']} studies of "
             f"{first['patients']} patients, {first['lesions']} lesions. Detection: lesions found "
-            "(Dice ≥ 0.1) / lesions, by diameter. Settings of the `paper` row: "
+            "(Dice ≥ 0.1) / lesions, by diameter. Settings of the `candidate` row: "
             f"`{json.dumps({k: result['settings'][k] for k in result['settings_shown']})}`.",
             "",
             markdown_table(header, rows),
@@ -245,6 +256,8 @@ def parse_args() -> argparse.Namespace:
     for name, value in FULL.items():
         if name not in ("shape", "spacing"):
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
+    parser.add_argument("--shape", type=lambda t: tuple(int(v) for v in t.split(",")), default=None)
+    parser.add_argument("--spacing", type=lambda t: tuple(float(v) for v in t.split(",")), default=None)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--result", type=Path, default=None, help="results path without suffix")
@@ -276,12 +289,15 @@ def main() -> None:
         synth_cohort(
             args.data, args.cases, args.seed, "brats", args.shape, args.spacing, workers=os.cpu_count() or 1
         )
-    shown = ("size", "base_channels", "depth", "epochs", "samples_per_epoch", "batch_size", "lesion_fraction")
-    budget = {k: getattr(args, k) for k in shown if k != "lesion_fraction"}
-    base = TrainConfig(**budget, num_workers=1, early_stopping_patience=6, device=args.device)
-    crops = dataclasses.replace(base, crop=args.crop)  # the crop row reads a native-resolution cache
-    prepared = {c.cache_size: prepare_data(args.data, c, args.split_seed) for c in (base, crops)}
-    assert prepared[0].split == prepared[base.cache_size].split  # one split for every row
+    shown = ("base_channels", "depth", "epochs", "samples_per_epoch", "batch_size", "val_slices", "crop")
+    shown += ("loss", "context_slices", "lesion_fraction", "tta")
+    budget = {k: getattr(args, k) for k in shown[:6]}
+    base = TrainConfig(
+        **budget, context_slices=1, num_workers=1, early_stopping_patience=6, device=args.device
+    )  # the candidate: bmseg's recipe with 2.5D context, which the 2d row (bmseg's recipe) beat
+    resized = dataclasses.replace(base, crop=0, size=args.size)  # whole-slice rows read a resized cache
+    prepared = {c.cache_size: prepare_data(args.data, c, args.split_seed) for c in (base, resized)}
+    assert prepared[0].split == prepared[args.size].split  # one split for every row
     rows = run_rows(args, base, prepared, args.out)
     result = {
         "benchmark": "recipe_ablation",
