@@ -10,7 +10,8 @@ channels, left-right flip TTA), each row trained with the same budget (epochs ×
 study's recipe (CE on whole slices resized to ``--size``²), CE alone, class-weighted CE, whole resized
 slices instead of crops, 2D input, lesion-balanced sampling, a higher lesion fraction; then inference
 options of the candidate model without retraining (no TTA, minimum component sizes). The ``2d`` row (the
-candidate without neighbouring slices) did best and became bmseg's recipe. Every row is scored on the
+candidate without neighbouring slices) did best and, with TTA off (``no_tta``: no gain at twice the
+inference time), became bmseg's recipe. Every row is scored on the
 **validation** patients of the patient-level split (the test patients are never cached, predicted
 or read), under the ``brats2025`` convention (:func:`bmcore.metrics.conventions.lesion_wise`, tumour
 core): lesion-wise Dice TC as the mean over studies with a large lesion, with a 95 % percentile
@@ -92,7 +93,7 @@ def ablation_rows(min_components: list[int], size: int) -> list[dict]:
             {},
         ),
         ("whole_slices", f"whole slices resized to {size}² instead of crops", {"crop": 0, "size": size}, {}),
-        ("2d", "no neighbouring slices (2D): bmseg's recipe", {"context_slices": 0}, {}),
+        ("2d", "no neighbouring slices (2D); bmseg's recipe, without TTA", {"context_slices": 0}, {}),
         ("lesion_balance", "every lesion drawn as often, whatever its size", {"lesion_balance": True}, {}),
         ("lesion_0.8", "lesion fraction 0.8 (0.5)", {"lesion_fraction": 0.8}, {}),
     ]

@@ -24,7 +24,7 @@ from bmcore.training.config import RECIPES, TrainConfig
 
 HELP: dict[str, str] = {  # every field a command offers, in the order of ``bmseg train --help``
     "arch": "unet, cnn or fcn.",
-    "recipe": "bmseg (Dice + CE on native 64² crops, flip TTA) or study (the paper's: "
+    "recipe": "bmseg (Dice + CE on native 64² crops) or study (the paper's: "
     "CE on whole slices resized to 256²); options given beside it win.",
     "epochs": "Maximum epochs (early stopping may end sooner).",
     "batch_size": "Slices per batch.",

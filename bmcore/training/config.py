@@ -6,8 +6,8 @@ names (:mod:`bmcore.training.losses` builds its registry from it); architecture 
 :mod:`bmcore.architectures`.
 
 A run starts from a named recipe (:data:`RECIPES`): ``bmseg`` (the defaults: Dice + CE on 64² native
-crops, 2D, flip TTA; chosen by the ablation of ``bench/bench_recipe.py``, where one neighbouring slice
-each side did worse) or ``study`` (the paper's: categorical CE on whole slices resized to 256²);
+crops, 2D, no TTA; chosen by the ablation of ``bench/bench_recipe.py``, where one neighbouring slice
+each side did worse and flip TTA did not help at twice the inference time) or ``study`` (the paper's: categorical CE on whole slices resized to 256²);
 :meth:`TrainConfig.from_dict` and the command line fill the fields not given from the recipe. The options:
 
 - ``class_weights``: ``none``, ``inverse_frequency`` (each class weighted by the inverse of its voxel
@@ -62,7 +62,7 @@ RECIPES: dict[str, dict] = {
         "context_slices": 0,
         "lesion_balance": False,
         "min_component_voxels": 0,
-        "tta": True,
+        "tta": False,
     },
     "study": {
         "loss": "ce",
@@ -129,7 +129,7 @@ class TrainConfig:
     val_slices: int = 0  # 0: every validation slice each epoch; N: N evenly spaced ones
     augment: bool = True
     min_component_voxels: int = 0  # inference: drop predicted tumour components smaller than this
-    tta: bool = True  # inference: left-right flip test-time augmentation by default
+    tta: bool = False  # inference: left-right flip test-time augmentation by default
     early_stopping_patience: int = 10
     plateau_patience: int = 3
     plateau_factor: float = 0.5

@@ -56,7 +56,7 @@ def jobs_json():
 
 
 RECIPE_LABELS = {
-    "bmseg": "bmseg: Dice + CE, native 64² crops, flip TTA",
+    "bmseg": "bmseg: Dice + CE, native 64² crops",
     "study": "study: CE, whole slices resized (the paper's)",
 }
 RECIPE_CHOICES = {name: RECIPE_LABELS.get(name, name) for name in RECIPES}  # every recipe, worded

@@ -47,7 +47,7 @@ def test_the_defaults_are_bmsegs_recipe_and_the_study_recipe_is_one_name_away():
         64,
         0,
     )
-    assert (config.min_component_voxels, config.tta, config.lesion_balance) == (0, True, False)
+    assert (config.min_component_voxels, config.tta, config.lesion_balance) == (0, False, False)
     assert config.preprocess_settings()["native"] and config.model_args()["in_channels"] == 4
     study = TrainConfig.from_dict({"recipe": "study"})
     assert (study.loss, study.class_weights, study.crop, study.context_slices) == ("ce", "none", 0, 0)
@@ -66,7 +66,7 @@ def test_the_defaults_are_bmsegs_recipe_and_the_study_recipe_is_one_name_away():
     stored_before_names = {k: v for k, v in study.to_dict().items() if k not in ("recipe", "val_slices")}
     assert TrainConfig.from_dict(stored_before_names).recipe == "study"  # labelled by what it holds
     partial = TrainConfig.from_dict({"loss": "ce", "crop": 0})  # a job's params: bmseg fills the rest
-    assert (partial.recipe, partial.context_slices, partial.tta) == ("bmseg", 0, True)
+    assert (partial.recipe, partial.context_slices, partial.tta) == ("bmseg", 0, False)
     with pytest.raises(ValueError, match="unknown recipe 'nnunet'; choose from bmseg, study"):
         TrainConfig.from_dict({"recipe": "nnunet"})
 
