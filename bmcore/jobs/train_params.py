@@ -225,6 +225,10 @@ def check_train(params: Mapping[str, Any]) -> None:
             raise JobParamsError(problem)
     if "arch" in params and params["arch"] not in ARCHS:
         raise JobParamsError(f"unknown arch {params['arch']!r}; expected one of {', '.join(ARCHS)}")
+    for name, rule, value in present:  # depth first: TrainConfig's crop check reads 2**depth
+        problem = range_problem(name, rule, value) if name == "depth" else None
+        if problem:
+            raise JobParamsError(problem)
     try:
         TrainConfig.from_dict({k: v for k, v in params.items() if k not in TRAIN_EXTRA_PARAMS})
     except (ValueError, TypeError) as exc:
