@@ -21,22 +21,12 @@ from pathlib import Path
 from common import machine_info
 
 from bmcore.data.synth import synth_cohort
+from bmcore.evaluation.headline import KEY_FIGURES
 from bmcore.jobs.parents.compare_folds import run_fold_comparison
 from bmcore.training.config import RECIPES, TrainConfig
 
 HERE = Path(__file__).resolve().parent
-KEYS = (
-    "brats2025_lesion_dice_TC",
-    "brats2023_lesion_dice_TC",
-    "dice_TC",
-    "dice_WT",
-    "detection_sensitivity_lt3mm_TC",
-    "detection_sensitivity_3to6mm_TC",
-    "detection_sensitivity_6to10mm_TC",
-    "detection_sensitivity_gt10mm_TC",
-    "fp_per_study_TC",
-    "paper_mean_dice",
-)
+KEYS = (*KEY_FIGURES, "dice_TC", "paper_mean_dice")
 
 
 def main() -> None:

@@ -45,6 +45,19 @@ HEADLINE = (
 )
 
 
+# The figures a short summary shows (the demo's second cohort, bench_compare's record), in order.
+KEY_FIGURES = (
+    "brats2025_lesion_dice_TC",
+    "brats2023_lesion_dice_TC",
+    "dice_WT",
+    "detection_sensitivity_lt3mm_TC",
+    "detection_sensitivity_3to6mm_TC",
+    "detection_sensitivity_6to10mm_TC",
+    "detection_sensitivity_gt10mm_TC",
+    "fp_per_study_TC",
+)
+
+
 def format_value(value: object) -> str:
     """A table cell: ``n/a`` for a missing figure, 4 decimals below 10, 1 decimal above."""
     if value is None:

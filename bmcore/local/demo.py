@@ -27,7 +27,7 @@ from bmcore.config import get_settings
 from bmcore.data.synth import synth_cohort
 from bmcore.datasets import add_dataset, find_dataset
 from bmcore.db import Result, User, session_scope
-from bmcore.evaluation.headline import HEADLINE, format_with_interval, headline_caption
+from bmcore.evaluation.headline import HEADLINE, KEY_FIGURES, format_with_interval, headline_caption
 from bmcore.jobs.lifecycle import submit_job
 from bmcore.jobs.search import get_job, job_to_dict
 from bmcore.local.clinical import studies_count, walk_clinical_path
@@ -254,18 +254,6 @@ def register_cohort(cohort: Path, name: str | None = None, promotable: bool = Tr
     return name
 
 
-SECOND_COHORT_FIGURES = (
-    "brats2025_lesion_dice_TC",
-    "brats2023_lesion_dice_TC",
-    "dice_WT",
-    "detection_sensitivity_lt3mm_TC",
-    "detection_sensitivity_3to6mm_TC",
-    "detection_sensitivity_6to10mm_TC",
-    "detection_sensitivity_gt10mm_TC",
-    "fp_per_study_TC",
-)
-
-
 def evaluate_second_cohort(plan: DemoPlan, demo_dir: Path, model: str, echo: Callable[[str], None]) -> dict:
     """The U-Net, without retraining, on a second cohort of another seed, layout and field of view
     (``plan.second``): one evaluation job through the queue; returns its summary and printed table."""
@@ -279,7 +267,7 @@ def evaluate_second_cohort(plan: DemoPlan, demo_dir: Path, model: str, echo: Cal
     follow_to_success(ids, "second-cohort evaluation")
     summary = result_of(ids["evaluate unet, second cohort"])[0]
     labels = {key: (label, convention) for key, label, convention in HEADLINE}
-    rows = [[labels[k][0], format_with_interval(summary, k), labels[k][1]] for k in SECOND_COHORT_FIGURES]
+    rows = [[labels[k][0], format_with_interval(summary, k), labels[k][1]] for k in KEY_FIGURES]
     layout = f"{plan.second['layout']} layout, {plan.second['spacing']} mm, seed {plan.second['seed']}"
     table = "\n".join(
         [

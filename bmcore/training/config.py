@@ -7,8 +7,9 @@ names (:mod:`bmcore.training.losses` builds its registry from it); architecture 
 
 A run starts from a named recipe (:data:`RECIPES`): ``bmseg`` (the defaults: Dice + CE on 64² native
 crops, 2D, no TTA; chosen by the ablation of ``bench/bench_recipe.py``, where one neighbouring slice
-each side did worse and flip TTA did not help at twice the inference time) or ``study`` (the paper's: categorical CE on whole slices resized to 256²);
-:meth:`TrainConfig.from_dict` and the command line fill the fields not given from the recipe. The options:
+each side did worse and flip TTA did not help at twice the inference time) or ``study`` (the paper's:
+categorical CE on whole slices resized to 256²); :meth:`TrainConfig.from_dict` and the command line fill
+the fields not given from the recipe. The options:
 
 - ``class_weights``: ``none``, ``inverse_frequency`` (each class weighted by the inverse of its voxel
   frequency over the training slices, normalised to a mean of 1 over the classes present) or four fixed
