@@ -76,6 +76,10 @@ class CachedCase:
         image = _columns(planes, y0, width).astype(np.float32).reshape(-1, height, width)
         return image, self.read_label(z, window, fds) if self.has_label else None
 
+    def read_labels(self) -> np.ndarray:
+        """Every slice's label, ``(Z, X, Y)`` uint8, in one read."""
+        return np.fromfile(self.directory / "label.u8", dtype=np.uint8).reshape(self.depth, *self.shape)
+
     def read_label(self, z: int, window: Window | None = None, fds: dict | None = None) -> np.ndarray:
         """The label of slice ``z`` in ``window`` (default: the whole slice), ``(h, w)`` uint8."""
         x0, y0, height, width = window or (0, 0, *self.shape)
@@ -212,8 +216,7 @@ def class_voxel_counts(cases: list[CachedCase], num_classes: int = 4) -> np.ndar
     counts = np.zeros(num_classes, dtype=np.int64)
     for case in cases:
         if case.has_label and case.brain_slices:
-            labels = np.fromfile(case.directory / "label.u8", dtype=np.uint8).reshape(case.depth, -1)
-            brain = labels[list(case.brain_slices)].ravel()
+            brain = case.read_labels()[list(case.brain_slices)].ravel()
             counts += np.bincount(brain, minlength=num_classes)[:num_classes]
     return counts
 
@@ -268,9 +271,8 @@ class SliceDataset(Dataset):
     def _lesion_weights(self) -> np.ndarray:
         """Per item, its slice's share of the lesions it shows (:func:`lesion_balance.slice_weights`)."""
         per_case = []
-        for case in self.cases:  # label.u8 is (Z, X, Y): one read per case
-            label = np.fromfile(case.directory / "label.u8", dtype=np.uint8)
-            per_case.append(slice_weights(label.reshape(case.depth, *case.shape).transpose(1, 2, 0)))
+        for case in self.cases:
+            per_case.append(slice_weights(case.read_labels().transpose(1, 2, 0)))
         return np.array([per_case[i][z] for i, z in self.items], dtype=np.float64)
 
     def _state(self) -> tuple[dict, np.random.Generator]:

@@ -217,18 +217,21 @@ def train_and_evaluate(cohort: Path, plan: DemoPlan, out: Path, echo: Callable[[
     report = build_report(cohort, train_results, eval_metrics, out, paper_row, plot_curves, STUDY_TABLE)
     report["config"] = TrainConfig.from_dict(plan.train).to_dict()
     markdown = report_markdown(report)
-    (out / "report.md").write_text(markdown)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    write_report(out, report, markdown)  # kept even if the second cohort's evaluation fails
     echo(markdown)
     if plan.second:
         model = registered_model(train_results["unet"][0])
         report["second_cohort"] = evaluate_second_cohort(plan, out.parent, model, echo)
         markdown += "\n" + report["second_cohort"]["markdown"] + "\n"
-        (out / "report.md").write_text(markdown)
-        (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        write_report(out, report, markdown)
     echo(f"report: {out / 'report.md'}\ncurves: {report['files']['curves']}")
     report["jobs"] = {k: v["status"] for k, v in (trained | evaluated).items()}
     return report
+
+
+def write_report(out: Path, report: dict, markdown: str) -> None:
+    (out / "report.md").write_text(markdown)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
 
 
 def registered_model(train_metrics: dict) -> str:
