@@ -38,8 +38,9 @@ from bmcore.patients.studies import attach_label
 DEMO_GROUP = "demo"
 TOKEN_NAME = "demo clinical path"
 DICOM_SUFFIX = "-DICOM"  # the DICOM study's uid: its source study's, so the two are told apart
-# The held-out figures that rank the architectures: lesion-wise Dice TC, ties broken by Dice TC, then WT.
-RANKED_BY = ("lesion_dice_TC", "dice_TC", "dice_WT")
+# The validation figures that rank the architectures (never the test patients'): lesion-wise Dice TC under
+# brats2025, ties broken by the 2023 rules' lesion-wise Dice TC, then Dice TC, then WT.
+RANKED_BY = ("val_lesion_dice_tc_brats2025", "val_lesion_dice", "val_dice_TC", "val_dice_WT")
 # (series number, SeriesDescription) as a scanner names them; the default rules place each one.
 SCANNER_SERIES = {
     "t1": (3, "t1_mprage_tra"),
@@ -142,15 +143,17 @@ def demo_access(email: str, group: str) -> str:
 
 
 def rank_architectures(report: dict) -> list[tuple[str, float | None]]:
-    """The report's architectures with their held-out lesion-wise Dice TC, best first (ties broken by
-    Dice TC, then Dice WT; a missing figure ranks last)."""
+    """The report's architectures with their validation lesion-wise Dice TC (brats2025), best first (ties
+    broken by the 2023 rules' figure, Dice TC, then Dice WT; a missing figure ranks last). The test
+    patients' figures are only reported, never used to choose."""
 
     def score(test: dict) -> tuple[float, ...]:
         values = (test.get(key) for key in RANKED_BY)
         return tuple(v if isinstance(v, int | float) and math.isfinite(v) else -math.inf for v in values)
 
-    ranked = sorted(report["models"].items(), key=lambda item: score(item[1]["test"]), reverse=True)
-    return [(arch, model["test"].get(RANKED_BY[0])) for arch, model in ranked]
+    models = report["models"].items()
+    ranked = sorted(models, key=lambda item: score(item[1].get("validation", {})), reverse=True)
+    return [(arch, model.get("validation", {}).get(RANKED_BY[0])) for arch, model in ranked]
 
 
 def champion_model(api: Api, report: dict) -> tuple[str, str]:
@@ -171,7 +174,10 @@ def champion_model(api: Api, report: dict) -> tuple[str, str]:
         uri = f"models:/{name}@champion"
         which = f"version {champion}" + (", trained now" if champion == registered["version"] else "")
     figures = ", ".join(f"{a} {format_value(s)}" for a, s in ranking)
-    return uri, f"{arch} ranks first by lesion-wise Dice TC on the test patients ({figures}): {uri} ({which})"
+    return (
+        uri,
+        f"{arch} ranks first by validation lesion-wise Dice TC, brats2025 ({figures}): {uri} ({which})",
+    )
 
 
 def pick_dicom_study(cohort: Path, refs: dict[str, imaging.StudyRef]) -> imaging.StudyRef:

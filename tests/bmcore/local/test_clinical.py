@@ -45,26 +45,29 @@ def use_data_dir(monkeypatch, data_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------ the pieces
 
 
-def test_the_best_lesion_wise_dice_tc_picks_the_architecture():
+def test_the_best_validation_lesion_wise_dice_tc_picks_the_architecture_never_the_test_figure():
+    def model(validation: float, test: float) -> dict:
+        return {"validation": {"val_lesion_dice_tc_brats2025": validation}, "test": {"lesion_dice_TC": test}}
+
     report = {
         "models": {
-            "unet": {"test": {"lesion_dice_TC": 0.02}},
-            "cnn": {"test": {"lesion_dice_TC": float("nan")}},
-            "fcn": {"test": {"lesion_dice_TC": 0.61}},
-            "other": {"test": {}},
+            "unet": model(0.02, 0.99),
+            "cnn": model(float("nan"), 0.99),
+            "fcn": model(0.61, 0.10),
+            "other": {"test": {"lesion_dice_TC": 0.99}},
         }
     }
     assert rank_architectures(report)[:2] == [("fcn", 0.61), ("unet", 0.02)]
     assert [arch for arch, _ in rank_architectures(report)][2:] == ["cnn", "other"]
 
 
-def test_a_tie_on_lesion_wise_dice_is_broken_by_dice_tc_then_wt():
-    tied = {"lesion_dice_TC": 0.0, "dice_TC": 0.0}
+def test_a_tie_on_lesion_wise_dice_is_broken_by_the_2023_figure_dice_tc_then_wt():
+    tied = {"val_lesion_dice_tc_brats2025": 0.0, "val_lesion_dice": 0.0, "val_dice_TC": 0.0}
     report = {
         "models": {
-            "unet": {"test": tied | {"dice_WT": 0.10}},
-            "cnn": {"test": tied | {"dice_WT": 0.30}},
-            "fcn": {"test": tied | {"dice_TC": 0.05}},
+            "unet": {"validation": tied | {"val_dice_WT": 0.10}},
+            "cnn": {"validation": tied | {"val_dice_WT": 0.30}},
+            "fcn": {"validation": tied | {"val_dice_TC": 0.05}},
         }
     }
     assert [arch for arch, _ in rank_architectures(report)] == ["fcn", "cnn", "unet"]
