@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/bench_compare.py`` (or ``make bench`` with ``--with-compare``). The cohort
 is the demo's geometry (1 mm voxels, a 160 × 192 × 64 slab; 70 studies) drawn with another seed, the
-budget the demo's (width 16, depth 4, 4 epochs × 1,024 native 64² crops), the recipe the default
+budget the demo's (width 16, depth 4, 6 epochs × 1,536 native 64² crops), the recipe the default
 (``bmseg``; ``--recipe study`` for the paper's). Every patient is tested once, by the model of the fold
 that did not train on it (``bmseg compare --folds 3``): the table is out of fold, pooled over every test
 fold, with 95 % bootstrap intervals over patients, and mean ± std over the folds. Writes
@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "data" / "compare_folds")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--recipe", default="bmseg", choices=list(RECIPES))
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--samples-per-epoch", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--samples-per-epoch", type=int, default=1536)
     parser.add_argument("--result", type=Path, default=HERE / "results" / "compare_cpu")
     args = parser.parse_args()
     os.environ.setdefault("BMSEG_DATA_DIR", str(HERE / "data" / "bmseg-data"))
