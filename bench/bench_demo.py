@@ -2,8 +2,9 @@
 ``bmseg demo`` — timed from the clone to the final printed table, with the peak resident memory of the
 demo's whole process tree (the demo, its web, worker, MLflow and job processes, summed).
 
-Run: ``.venv/bin/python bench/bench_demo.py`` → ``bench/results/demo.json`` (about 15 minutes on two
-cores; run nothing else beside it). ``--screenshot PATH`` keeps the stack up after the demo, signs in
+Run: ``.venv/bin/python bench/bench_demo.py`` → ``bench/results/demo.json``, the timestamped output in
+``demo.log`` and the demo's report (``report.md``, ``report.json``, ``curves.png``) in ``demo_report/``
+(about 15 minutes on two cores; run nothing else beside it). ``--screenshot PATH`` keeps the stack up after the demo, signs in
 with headless Chromium (/usr/bin/chromium and playwright), saves the demo's DICOM study page to PATH,
 then stops the stack. ``--keep DIR`` clones into DIR and leaves it there.
 
@@ -109,7 +110,15 @@ def run_demo(clone: Path, started: float, shot: Path | None, log) -> dict:
     command = [str(clone / ".venv/bin/bmseg"), "demo"] + ([] if shot else ["--no-serve"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("BMSEG_")} | {"PYTHONUNBUFFERED": "1"}
     demo = subprocess.Popen(
-        command, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # Ctrl-C stops the demo: a shell started in the background (nohup, &) ignores SIGINT for its
+        # children, and Python then installs no KeyboardInterrupt handler, so restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
     )
     memory = TreeMemory(demo.pid)
     memory.start()
@@ -163,6 +172,9 @@ def main() -> None:
         "log": str(log_path.relative_to(REPO)),
     }
     print(write_result("demo", rounded(result, 3)))
+    report = REPO / "bench" / "results" / "demo_report"
+    shutil.rmtree(report, ignore_errors=True)
+    shutil.copytree(clone / "bmseg-data" / "demo" / "report", report)
     if not args.keep:
         shutil.rmtree(clone.parent, ignore_errors=True)
 
