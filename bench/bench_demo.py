@@ -4,9 +4,9 @@ demo's whole process tree (the demo, its web, worker, MLflow and job processes, 
 
 Run: ``.venv/bin/python bench/bench_demo.py`` → ``bench/results/demo.json``, the timestamped output in
 ``demo.log`` and the demo's report (``report.md``, ``report.json``, ``curves.png``) in ``demo_report/``
-(about 15 minutes on two cores; run nothing else beside it). ``--screenshot PATH`` keeps the stack up after the demo, signs in
-with headless Chromium (/usr/bin/chromium and playwright), saves the demo's DICOM study page to PATH,
-then stops the stack. ``--keep DIR`` clones into DIR and leaves it there.
+(about 15 minutes on two cores; run nothing else beside it). ``--screenshot PATH`` keeps the stack up
+after the demo, signs in with headless Chromium (/usr/bin/chromium and playwright), saves the demo's
+DICOM study page to PATH, then stops the stack. ``--keep DIR`` clones into DIR and leaves it there.
 
 Only committed work is measured (the clone is of HEAD). Every printed line is timestamped from the
 start of the clone; the milestones are the comparison's honest-metrics table (``## (b)``), the second
@@ -117,8 +117,8 @@ def run_demo(clone: Path, started: float, shot: Path | None, log) -> dict:
         stderr=subprocess.STDOUT,
         text=True,
         # Ctrl-C stops the demo: a shell started in the background (nohup, &) ignores SIGINT for its
-        # children, and Python then installs no KeyboardInterrupt handler, so restore the default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+        # children, and Python then installs no KeyboardInterrupt handler: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     memory = TreeMemory(demo.pid)
     memory.start()
