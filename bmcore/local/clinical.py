@@ -8,7 +8,7 @@ without a map, one StudyInstanceUID and FrameOfReferenceUID) posted as a zip and
 job on the cpu queue. That study's ground truth, on the same grid, is then kept with it
 (:func:`bmcore.patients.studies.attach_label`), so the viewer can show the prediction and the truth. One
 segmentation job per study follows (``"dicom": true``: RTSTRUCT and DICOM-SEG beside the mask), with the
-champion of the architecture that ranked best on the held-out figures, and the walk ends with the DICOM
+champion of the architecture that ranks best on the validation figures, and the walk ends with the DICOM
 study's page. A second run reuses the studies the first stored and queues new segmentations.
 """
 
@@ -147,8 +147,8 @@ def rank_architectures(report: dict) -> list[tuple[str, float | None]]:
     broken by the 2023 rules' figure, Dice TC, then Dice WT; a missing figure ranks last). The test
     patients' figures are only reported, never used to choose."""
 
-    def score(test: dict) -> tuple[float, ...]:
-        values = (test.get(key) for key in RANKED_BY)
+    def score(figures: dict) -> tuple[float, ...]:
+        values = (figures.get(key) for key in RANKED_BY)
         return tuple(v if isinstance(v, int | float) and math.isfinite(v) else -math.inf for v in values)
 
     models = report["models"].items()
