@@ -151,8 +151,7 @@ def rank_architectures(report: dict) -> list[tuple[str, float | None]]:
         values = (figures.get(key) for key in RANKED_BY)
         return tuple(v if isinstance(v, int | float) and math.isfinite(v) else -math.inf for v in values)
 
-    models = report["models"].items()
-    ranked = sorted(models, key=lambda item: score(item[1].get("validation", {})), reverse=True)
+    ranked = sorted(report["models"].items(), key=lambda m: score(m[1].get("validation", {})), reverse=True)
     return [(arch, model.get("validation", {}).get(RANKED_BY[0])) for arch, model in ranked]
 
 
@@ -174,10 +173,8 @@ def champion_model(api: Api, report: dict) -> tuple[str, str]:
         uri = f"models:/{name}@champion"
         which = f"version {champion}" + (", trained now" if champion == registered["version"] else "")
     figures = ", ".join(f"{a} {format_value(s)}" for a, s in ranking)
-    return (
-        uri,
-        f"{arch} ranks first by validation lesion-wise Dice TC, brats2025 ({figures}): {uri} ({which})",
-    )
+    why = f"{arch} ranks first by validation lesion-wise Dice TC, brats2025 ({figures})"
+    return uri, f"{why}: {uri} ({which})"
 
 
 def pick_dicom_study(cohort: Path, refs: dict[str, imaging.StudyRef]) -> imaging.StudyRef:
