@@ -31,6 +31,8 @@ from pathlib import Path
 import psutil
 from common import rounded, write_result
 
+from bmcore.local.demo import DEMO_USER
+
 REPO = Path(__file__).resolve().parents[1]
 MILESTONES = {
     "comparison_table": re.compile(r"^## \(b\)"),
@@ -93,8 +95,8 @@ def screenshot(study_url: str, path: Path) -> None:
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             page.goto(f"{base}/sign-in?next=/studies")
-            page.fill("#email", "demo@bmseg.local")
-            page.fill("#password", "demo-password")
+            page.fill("#email", DEMO_USER[0])
+            page.fill("#password", DEMO_USER[1])
             page.click("button[type=submit]")
             page.wait_for_url(re.compile(r"/studies$"))
             page.goto(study_url)

@@ -34,13 +34,13 @@ from bmcore.db.groups import find_group
 from bmcore.evaluation.headline import format_value
 from bmcore.memberships import add_member, create_group
 from bmcore.patients.studies import attach_label
+from bmcore.tracking.registry import CHAMPION_METRICS
 
 DEMO_GROUP = "demo"
 TOKEN_NAME = "demo clinical path"
 DICOM_SUFFIX = "-DICOM"  # the DICOM study's uid: its source study's, so the two are told apart
-# The validation figures that rank the architectures (never the test patients'): lesion-wise Dice TC under
-# brats2025, ties broken by the 2023 rules' lesion-wise Dice TC, then Dice TC, then WT.
-RANKED_BY = ("val_lesion_dice_tc_brats2025", "val_lesion_dice", "val_dice_TC", "val_dice_WT")
+# Validation figures rank the architectures (never test ones): the registry's champion figures, Dice TC, WT.
+RANKED_BY = (*CHAMPION_METRICS, "val_dice_TC", "val_dice_WT")
 # (series number, SeriesDescription) as a scanner names them; the default rules place each one.
 SCANNER_SERIES = {
     "t1": (3, "t1_mprage_tra"),
